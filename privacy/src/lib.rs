@@ -1,0 +1,11 @@
+/*!
+The privacy mathematics and cryptography of Cohort.
+
+# Brief overview
+This crate owns everything whose correctness is a privacy claim: the accountants that turn
+training settings into (ε, δ), the noise and quantisation arithmetic, and secure aggregation.
+It is pure — no I/O, no async runtime, no libtorch — so that the server, the client and the
+simulator run the very same code and so that every function can be tested in isolation.
+*/
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]

@@ -1,0 +1,10 @@
+/*!
+The Cohort aggregation server.
+
+# Brief overview
+An HTTPS service (axum, tokio, rustls) that runs federations, schedules rounds, aggregates
+masked updates and keeps the durable privacy ledger. It deliberately does not link libtorch:
+a hospital's IT deploys a small binary, not a Python environment.
+*/
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]

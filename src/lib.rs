@@ -1,0 +1,12 @@
+/*!
+The root package of Cohort: the `cohort` command line.
+
+# Brief overview
+This crate is glue. It parses arguments into validated settings and calls the library crates
+(`cohort-privacy`, `cohort-protocol`, `cohort-server`, `cohort-client`), which hold the logic.
+*/
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod cli;
+pub mod doctor;
