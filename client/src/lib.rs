@@ -8,5 +8,6 @@ This is the only crate that links libtorch.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod data;
 pub mod runtime;
 pub mod smoke;
