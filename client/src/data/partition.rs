@@ -298,19 +298,14 @@ pub fn shards(
     let counts: Vec<usize> = classes.values().map(Vec::len).collect();
     let mut per_class = vec![1usize; counts.len()];
     for _ in classes.len()..total {
-        let mut best: Option<usize> = None;
-        for c in 0..counts.len() {
-            if per_class[c] >= counts[c] {
-                continue;
-            }
-            let better = best.is_none_or(|b| {
-                (counts[c] as u128) * (per_class[b] as u128)
-                    > (counts[b] as u128) * (per_class[c] as u128)
+        // Largest current shard size first, lower label on ties; only classes with room.
+        let best = (0..counts.len())
+            .filter(|&c| per_class[c] < counts[c])
+            .max_by(|&a, &b| {
+                let size_a = (counts[a] as u128) * (per_class[b] as u128);
+                let size_b = (counts[b] as u128) * (per_class[a] as u128);
+                size_a.cmp(&size_b).then(b.cmp(&a))
             });
-            if better {
-                best = Some(c);
-            }
-        }
         match best {
             Some(c) => per_class[c] += 1,
             None => break, // unreachable: total <= n guarantees a class with room
