@@ -181,3 +181,26 @@ fn full_mnist_when_present() {
         "{counts:?}"
     );
 }
+
+/// The real gzipped Fashion-MNIST, when `make data` has fetched it.
+#[test]
+fn full_fashion_mnist_when_present() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/fashion-mnist");
+    if !dir.is_dir() {
+        eprintln!(
+            "skipped: {} is absent (run `make data` to fetch Fashion-MNIST)",
+            dir.display()
+        );
+        return;
+    }
+    let split = load_idx_dir(&dir, IdxFlavour::FashionMnist).unwrap();
+    assert_eq!(split.train.features.size(), vec![60_000, 1, 28, 28]);
+    assert_eq!(split.test.features.size(), vec![10_000, 1, 28, 28]);
+    let counts: Vec<i64> = Vec::try_from(&split.test.labels.bincount::<Tensor>(None, 10)).unwrap();
+    assert_eq!(
+        counts,
+        vec![1_000; 10],
+        "Fashion-MNIST's test set is balanced"
+    );
+    assert_eq!(split.info.class_names[9], "Ankle boot");
+}

@@ -199,3 +199,20 @@ fn split_is_seeded() {
     };
     assert_ne!(features(1), features(2));
 }
+
+/// The vendored breast-cancer table loads as documented in client/data/README.md.
+#[test]
+fn vendored_breast_cancer_table() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/breast_cancer.csv");
+    let split = load_csv(&path, &CsvOptions::new("diagnosis")).unwrap();
+    assert_eq!((split.train.len(), split.test.len()), (455, 114));
+    assert_eq!(split.train.features.size(), vec![455, 30]);
+    assert_eq!(split.info.class_names, vec!["benign", "malignant"]);
+    assert_eq!(split.info.feature_names[0], "mean_radius");
+    assert_eq!(split.info.feature_names[29], "worst_fractal_dimension");
+    assert!(split.info.skipped_columns.is_empty());
+    let mut labels = split.train.label_vec().unwrap();
+    labels.extend(split.test.label_vec().unwrap());
+    let malignant = labels.iter().filter(|&&l| l == 1).count();
+    assert_eq!((labels.len() - malignant, malignant), (357, 212));
+}
