@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 ARGS ?=
 
-.PHONY: setup build test demo bench fmt clippy doctor clean-venv
+.PHONY: setup build test demo bench fmt clippy doctor clean-venv data
 
 setup:
 	@scripts/setup-venv.sh
@@ -32,3 +32,6 @@ fmt:
 
 clippy: setup
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+data:
+	@scripts/fetch-data.sh

@@ -11,3 +11,4 @@ This is the only crate that links libtorch.
 pub mod data;
 pub mod runtime;
 pub mod smoke;
+pub mod weights;
