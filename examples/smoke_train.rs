@@ -16,7 +16,11 @@ fn main() -> ExitCode {
         "libtorch {} with {} threads, CUDA {}",
         info.version.as_deref().unwrap_or("?"),
         info.intra_op_threads,
-        if info.cuda_available { "available" } else { "not available" }
+        if info.cuda_available {
+            "available"
+        } else {
+            "not available"
+        }
     );
     let config = SmokeConfig {
         steps: 100,

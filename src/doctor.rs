@@ -35,7 +35,11 @@ pub fn run(args: &DoctorArgs) -> ExitCode {
     let info = RuntimeInfo::probe();
     let checks = checks(args, &info);
     for check in &checks {
-        let mark = if check.problem.is_some() { "FAIL" } else { "ok" };
+        let mark = if check.problem.is_some() {
+            "FAIL"
+        } else {
+            "ok"
+        };
         println!("{:<4}  {:<13} {}", mark, check.label, check.value);
     }
     let problems: Vec<_> = checks.iter().filter_map(|c| c.problem.as_ref()).collect();

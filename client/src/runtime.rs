@@ -97,12 +97,16 @@ mod tests {
             library_from_maps(maps),
             Some(PathBuf::from("/v/torch/lib/libtorch_cpu.so"))
         );
-        assert_eq!(library_from_maps("7f00-7f01 r--p 0 fd:01 1 /lib/libm.so\n"), None);
+        assert_eq!(
+            library_from_maps("7f00-7f01 r--p 0 fd:01 1 /lib/libm.so\n"),
+            None
+        );
     }
 
     #[test]
     fn parses_version_py() {
-        let text = "from typing import Optional\n__version__ = '2.13.0+cu130'\ngit_version = 'abc'\n";
+        let text =
+            "from typing import Optional\n__version__ = '2.13.0+cu130'\ngit_version = 'abc'\n";
         assert_eq!(parse_version_py(text).as_deref(), Some("2.13.0+cu130"));
         assert_eq!(parse_version_py("version = '1'\n"), None);
     }
@@ -110,7 +114,10 @@ mod tests {
     #[test]
     fn probe_reports_the_linked_libtorch() {
         let info = RuntimeInfo::probe();
-        assert!(info.library.is_some(), "libtorch_cpu.so not found in /proc/self/maps");
+        assert!(
+            info.library.is_some(),
+            "libtorch_cpu.so not found in /proc/self/maps"
+        );
         assert_eq!(info.release(), Some(EXPECTED_LIBTORCH_VERSION));
         assert!(info.intra_op_threads >= 1);
     }

@@ -64,7 +64,12 @@ pub fn train_synthetic(config: &SmokeConfig) -> Result<SmokeReport, tch::TchErro
     let store = nn::VarStore::new(device);
     let root = store.root();
     let model = nn::seq()
-        .add(nn::linear(&root / "hidden", config.features, 16, Default::default()))
+        .add(nn::linear(
+            &root / "hidden",
+            config.features,
+            16,
+            Default::default(),
+        ))
         .add_fn(|x| x.relu())
         .add(nn::linear(&root / "out", 16, 2, Default::default()));
     let mut optimiser = nn::Adam::default().build(&store, config.learning_rate)?;
@@ -100,7 +105,11 @@ mod tests {
         let last = report.losses[report.losses.len() - 1];
         assert!(first.is_finite() && last.is_finite());
         assert!(last < 0.5 * first, "loss did not halve: {first} -> {last}");
-        assert!(report.final_accuracy > 0.9, "accuracy {}", report.final_accuracy);
+        assert!(
+            report.final_accuracy > 0.9,
+            "accuracy {}",
+            report.final_accuracy
+        );
         Ok(())
     }
 
