@@ -133,8 +133,7 @@ pub fn apply_mask<L: Lane>(
     let mut buf = [0u8; CHUNK_BYTES];
     for block in out.chunks_mut(CHUNK_BYTES / L::BYTES) {
         let bytes = &mut buf[..block.len() * L::BYTES];
-        bytes.fill(0);
-        cipher.apply_keystream(bytes);
+        cipher.write_keystream(bytes);
         match sign {
             Sign::Add => {
                 for (lane, word) in block.iter_mut().zip(bytes.chunks_exact(L::BYTES)) {

@@ -76,8 +76,13 @@ impl RoundConfig {
                 self.bits
             ));
         }
-        if self.dimension == 0 {
-            return bad("dimension must be at least 1".into());
+        // The mask keystream (IETF ChaCha20, 32-bit block counter) covers 256 GiB: 2^32 lanes
+        // of u64 stay well inside it.
+        if self.dimension == 0 || self.dimension as u64 > 1 << 32 {
+            return bad(format!(
+                "dimension must be in 1..=2^32, got {}",
+                self.dimension
+            ));
         }
         if self.threshold == 0 || self.threshold > self.neighbours {
             return bad(format!(
