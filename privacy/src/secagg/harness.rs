@@ -207,8 +207,13 @@ pub fn run_round<L: Lane>(
             Step::Abort(reason) => client_aborts.push((id, reason)),
         }
     }
+    timings.client_mask_max = mask_times.iter().copied().max().unwrap_or_default();
+    if !mask_times.is_empty() {
+        timings.client_mask_mean = mask_times.iter().sum::<Duration>() / mask_times.len() as u32;
+    }
     let (next, out) = server.close()?;
     let Some(Broadcast::UnmaskRequest(request)) = out else {
+        timings.client_total_max = client_time.iter().copied().max().unwrap_or_default();
         return Ok(finish(
             aborted(next).ok_or(ApiMisuse::WrongState("no unmask request"))?,
             timings,
@@ -231,11 +236,6 @@ pub fn run_round<L: Lane>(
     let started = Instant::now();
     let (done, _) = server.close()?;
     timings.server_unmask = started.elapsed();
-
-    timings.client_mask_max = mask_times.iter().copied().max().unwrap_or_default();
-    if !mask_times.is_empty() {
-        timings.client_mask_mean = mask_times.iter().sum::<Duration>() / mask_times.len() as u32;
-    }
     timings.client_total_max = client_time.iter().copied().max().unwrap_or_default();
     let result = match done {
         ServerSession::Done(aggregate) => Ok(aggregate),
