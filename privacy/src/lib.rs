@@ -11,5 +11,7 @@ simulator run the very same code and so that every function can be tested in iso
 #![deny(missing_docs)]
 
 pub mod budget;
+pub mod quantize;
+pub mod secagg;
 
 pub use budget::EpsDelta;

@@ -1,0 +1,472 @@
+//! The client side of SecAgg+, one struct per stage.
+//!
+//! `AwaitingDirectory` → `AwaitingRoutedShares` → `AwaitingUnmask` → done. Each stage's
+//! `handle` consumes the stage and returns the next one with the message to send, or an abort.
+//! Every check an honest client owes the protocol sits in these transitions: its own keys in the
+//! directory, non-contributory keys, authenticated shares, at least `t` live share holders,
+//! and never both shares of one peer.
+
+use std::collections::BTreeMap;
+
+use rand::SeedableRng;
+use rand::rngs::{ChaCha20Rng, SysRng};
+use zeroize::{Zeroize, Zeroizing};
+
+use super::crypto::{self, SecretKey, SessionId, SharePair};
+use super::graph::Graph;
+use super::mask::{self, Lane, MaskKind, Sign};
+use super::shamir;
+use super::{
+    AbortReason, AdvertiseKeys, ApiMisuse, ClientId, ClientMessage, EncryptedShare,
+    EncryptedShares, KeyDirectory, MaskedInput, MessageKind, PeerMisbehaved, RoundConfig,
+    RoutedShares, SecAggError, ServerMessage, UnmaskRequest, UnmaskResponse,
+};
+
+/// What a stage transition leads to: the next stage and the message to send, or an abort.
+#[derive(Debug)]
+pub enum Step<S, M> {
+    /// Continue with stage `S` after sending `M` to the server.
+    Next(S, M),
+    /// The round cannot complete safely; nothing more is sent.
+    Abort(AbortReason),
+}
+
+/// Stage 1 done: keys advertised, waiting for the key directory.
+#[derive(Debug)]
+pub struct AwaitingDirectory {
+    id: ClientId,
+    config: RoundConfig,
+    cipher_sk: SecretKey,
+    mask_sk: SecretKey,
+    self_seed: Zeroizing<[u8; 32]>,
+    rng: ChaCha20Rng,
+}
+
+/// Stage 2 done: shares sent, waiting for the shares addressed to this client.
+#[derive(Debug)]
+pub struct AwaitingRoutedShares {
+    id: ClientId,
+    config: RoundConfig,
+    session: SessionId,
+    self_seed: Zeroizing<[u8; 32]>,
+    peers: BTreeMap<ClientId, PeerSecrets>,
+}
+
+/// What a client shares with one neighbour; both zeroized on drop.
+#[derive(Debug)]
+struct PeerSecrets {
+    /// X25519 agreement of the cipher keys, from which the share-encryption key is derived.
+    cipher_key: Zeroizing<[u8; 32]>,
+    /// The pairwise mask seed.
+    mask_seed: Zeroizing<[u8; 32]>,
+}
+
+/// Stage 3 done: masked input sent, holding the neighbours' shares until the unmask request.
+#[derive(Debug)]
+pub struct AwaitingUnmask {
+    id: ClientId,
+    config: RoundConfig,
+    held: BTreeMap<ClientId, SharePair>,
+}
+
+impl AwaitingDirectory {
+    /// Starts a round: draws fresh keys and the self-mask seed from the operating system's
+    /// generator, and returns the keys to advertise.
+    pub fn start<L: Lane>(
+        id: ClientId,
+        config: RoundConfig,
+    ) -> Result<(Self, AdvertiseKeys), SecAggError> {
+        let mut rng = ChaCha20Rng::try_from_rng(&mut SysRng)
+            .map_err(|_| SecAggError::ApiMisuse(ApiMisuse::RandomnessUnavailable))?;
+        Self::start_with_rng::<L>(id, config, &mut rng)
+    }
+
+    /// As [`start`](Self::start), seeding the client's generator from `rng` (tests and
+    /// reproducible simulations; production code should use `start`).
+    pub fn start_with_rng<L: Lane>(
+        id: ClientId,
+        config: RoundConfig,
+        rng: &mut impl rand::CryptoRng,
+    ) -> Result<(Self, AdvertiseKeys), SecAggError> {
+        config.validate::<L>()?;
+        let mut rng = ChaCha20Rng::from_rng(rng);
+        let cipher_sk = SecretKey::generate(&mut rng);
+        let mask_sk = SecretKey::generate(&mut rng);
+        let mut self_seed = Zeroizing::new([0u8; 32]);
+        rand::Rng::fill_bytes(&mut rng, &mut self_seed[..]);
+        let keys = AdvertiseKeys {
+            client: id,
+            cipher_pk: cipher_sk.public(),
+            mask_pk: mask_sk.public(),
+        };
+        Ok((
+            AwaitingDirectory {
+                id,
+                config,
+                cipher_sk,
+                mask_sk,
+                self_seed,
+                rng,
+            },
+            keys,
+        ))
+    }
+
+    /// Checks the directory, derives the session and graph, and shares the self-mask seed and
+    /// the mask secret key among the neighbours.
+    pub fn handle(
+        mut self,
+        directory: KeyDirectory,
+    ) -> Result<Step<AwaitingRoutedShares, EncryptedShares>, SecAggError> {
+        let bad = |why| SecAggError::PeerMisbehaved(PeerMisbehaved::BadDirectory(why));
+        if directory.round != self.config.round {
+            return Err(bad("the directory is for another round"));
+        }
+        if directory
+            .entries
+            .windows(2)
+            .any(|w| w[0].client >= w[1].client)
+        {
+            return Err(bad("entries are not sorted by distinct client id"));
+        }
+        let own = AdvertiseKeys {
+            client: self.id,
+            cipher_pk: self.cipher_sk.public(),
+            mask_pk: self.mask_sk.public(),
+        };
+        if !directory.entries.contains(&own) {
+            return Err(bad("this client's own keys are missing or altered"));
+        }
+        let session = SessionId::compute(
+            self.config.round,
+            &self.config.session_params(),
+            directory
+                .entries
+                .iter()
+                .map(|e| (e.client, e.cipher_pk, e.mask_pk)),
+        );
+        let ids: Vec<ClientId> = directory.entries.iter().map(|e| e.client).collect();
+        let graph = Graph::harary(ids, self.config.neighbours, session.derive(b"graph"));
+        let me = graph
+            .index_of(self.id)
+            .ok_or(bad("this client is missing"))?;
+        let neighbours = graph.neighbours(me);
+        if neighbours.len() < self.config.threshold {
+            return Ok(Step::Abort(AbortReason::TooFewShareHolders {
+                client: self.id,
+                holders: neighbours.len(),
+                threshold: self.config.threshold,
+            }));
+        }
+
+        let mut peers = BTreeMap::new();
+        for &j in neighbours {
+            let entry = &directory.entries[j as usize];
+            let low_order = || PeerMisbehaved::LowOrderKey {
+                client: entry.client,
+            };
+            let cipher_key = self
+                .cipher_sk
+                .agree(&entry.cipher_pk)
+                .ok_or_else(low_order)?;
+            let mask_shared = self.mask_sk.agree(&entry.mask_pk).ok_or_else(low_order)?;
+            let seed = crypto::pairwise_seed(&mask_shared, &session, self.id, entry.client);
+            peers.insert(
+                entry.client,
+                PeerSecrets {
+                    cipher_key,
+                    mask_seed: seed,
+                },
+            );
+        }
+
+        let holders: Vec<ClientId> = peers.keys().copied().collect();
+        let xs: Vec<u64> = holders.iter().map(|&h| u64::from(h) + 1).collect();
+        let t = self.config.threshold;
+        let share_err =
+            |_| SecAggError::InvalidConfig("cannot Shamir-share among these neighbours".into());
+        let seed_shares =
+            shamir::split_secret(&self.self_seed, t, &xs, &mut self.rng).map_err(share_err)?;
+        let key_shares = shamir::split_secret(&self.mask_sk.to_bytes(), t, &xs, &mut self.rng)
+            .map_err(share_err)?;
+        let shares = holders
+            .iter()
+            .zip(seed_shares.into_iter().zip(key_shares))
+            .map(|(&to, (self_mask, mask_key))| {
+                let pair = SharePair {
+                    self_mask,
+                    mask_key,
+                };
+                let ciphertext = crypto::encrypt_shares(
+                    &peers[&to].cipher_key,
+                    &session,
+                    self.config.round,
+                    self.id,
+                    to,
+                    &pair,
+                );
+                EncryptedShare {
+                    from: self.id,
+                    to,
+                    ciphertext,
+                }
+            })
+            .collect();
+        let next = AwaitingRoutedShares {
+            id: self.id,
+            config: self.config,
+            session,
+            self_seed: self.self_seed,
+            peers,
+        };
+        Ok(Step::Next(
+            next,
+            EncryptedShares {
+                from: self.id,
+                shares,
+            },
+        ))
+        // The secret keys drop (and zeroize) here: the mask key survives only as shares.
+    }
+}
+
+impl AwaitingRoutedShares {
+    /// Authenticates the shares addressed to this client and masks `input` in place: the
+    /// returned message owns the very same buffer, now holding
+    /// `x + PRG(b) + Σ_{v > u} PRG(s_uv) − Σ_{v < u} PRG(s_uv) mod 2^bits`.
+    pub fn handle<L: Lane>(
+        self,
+        routed: RoutedShares,
+        mut input: Vec<L>,
+    ) -> Result<Step<AwaitingUnmask, MaskedInput<L>>, SecAggError> {
+        let from = self.id;
+        let result = self.mask(routed, &mut input);
+        match result {
+            Ok(Step::Next(next, ())) => Ok(Step::Next(
+                next,
+                MaskedInput {
+                    from,
+                    vector: input,
+                },
+            )),
+            Ok(Step::Abort(reason)) => {
+                input.zeroize();
+                Ok(Step::Abort(reason))
+            }
+            Err(e) => {
+                input.zeroize();
+                Err(e)
+            }
+        }
+    }
+
+    fn mask<L: Lane>(
+        self,
+        routed: RoutedShares,
+        input: &mut [L],
+    ) -> Result<Step<AwaitingUnmask, ()>, SecAggError> {
+        if input.len() != self.config.dimension {
+            return Err(ApiMisuse::InputLength {
+                expected: self.config.dimension,
+                got: input.len(),
+            }
+            .into());
+        }
+        if let Some(index) = input.iter().position(|&x| x.reduce(self.config.bits) != x) {
+            return Err(ApiMisuse::InputOutOfRange { index }.into());
+        }
+        if routed.to != self.id {
+            return Err(PeerMisbehaved::NotNeighbours {
+                from: self.id,
+                to: routed.to,
+            }
+            .into());
+        }
+        let mut held = BTreeMap::new();
+        for share in &routed.shares {
+            let from = share.from;
+            let Some(PeerSecrets { cipher_key, .. }) = self.peers.get(&from) else {
+                return Err(PeerMisbehaved::NotNeighbours { from, to: self.id }.into());
+            };
+            if share.to != self.id {
+                return Err(PeerMisbehaved::NotNeighbours { from, to: share.to }.into());
+            }
+            let pair = crypto::decrypt_shares(
+                cipher_key,
+                &self.session,
+                self.config.round,
+                from,
+                self.id,
+                &share.ciphertext,
+            )
+            .ok_or(PeerMisbehaved::DecryptionFailed { from })?;
+            let my_x = u64::from(self.id) + 1;
+            if pair.self_mask.x != my_x || pair.mask_key.x != my_x {
+                return Err(PeerMisbehaved::BadShare { holder: self.id }.into());
+            }
+            if held.insert(from, pair).is_some() {
+                return Err(PeerMisbehaved::Duplicate { client: from }.into());
+            }
+        }
+        // This client's own secrets are held by exactly the neighbours that reached stage 3
+        // with it: those whose shares were routed here.
+        if held.len() < self.config.threshold {
+            return Ok(Step::Abort(AbortReason::TooFewShareHolders {
+                client: self.id,
+                holders: held.len(),
+                threshold: self.config.threshold,
+            }));
+        }
+        mask::apply_mask(&self.self_seed, MaskKind::SelfMask, Sign::Add, 0, input);
+        for peer in held.keys() {
+            let seed = &self.peers[peer].mask_seed;
+            let sign = if self.id < *peer {
+                Sign::Add
+            } else {
+                Sign::Sub
+            };
+            mask::apply_mask(seed, MaskKind::Pairwise, sign, 0, input);
+        }
+        let bits = self.config.bits;
+        if bits < L::BITS {
+            input.iter_mut().for_each(|x| *x = x.reduce(bits));
+        }
+        Ok(Step::Next(
+            AwaitingUnmask {
+                id: self.id,
+                config: self.config,
+                held,
+            },
+            (),
+        ))
+    }
+}
+
+impl AwaitingUnmask {
+    #[cfg(test)]
+    pub(crate) fn held_for_tests(&self) -> &BTreeMap<ClientId, SharePair> {
+        &self.held
+    }
+
+    /// Answers the unmask request with one share per listed neighbour: the self-mask share of a
+    /// survivor, the key share of a dropped client. Refuses any request that would reveal both
+    /// for one peer, or that contradicts what this client saw.
+    pub fn handle(self, request: UnmaskRequest) -> Result<UnmaskResponse, SecAggError> {
+        let mut seen = BTreeMap::new();
+        for (&id, survived) in request
+            .survivors
+            .iter()
+            .map(|id| (id, true))
+            .chain(request.dropped.iter().map(|id| (id, false)))
+        {
+            if let Some(previous) = seen.insert(id, survived) {
+                return Err(if previous != survived {
+                    PeerMisbehaved::BothSharesRequested { peer: id }
+                } else {
+                    PeerMisbehaved::Duplicate { client: id }
+                }
+                .into());
+            }
+        }
+        if seen.get(&self.id) != Some(&true) {
+            return Err(PeerMisbehaved::NotInSurvivorSet { client: self.id }.into());
+        }
+        if request.survivors.len() < self.config.threshold {
+            return Err(SecAggError::PeerMisbehaved(PeerMisbehaved::BadDirectory(
+                "fewer survivors than the threshold: the sum would expose too few inputs",
+            )));
+        }
+        let mut response = UnmaskResponse {
+            from: self.id,
+            self_mask_shares: Vec::new(),
+            mask_key_shares: Vec::new(),
+        };
+        for (&peer, pair) in &self.held {
+            match seen.get(&peer) {
+                Some(true) => response
+                    .self_mask_shares
+                    .push((peer, pair.self_mask.clone())),
+                Some(false) => response.mask_key_shares.push((peer, pair.mask_key.clone())),
+                None => {}
+            }
+        }
+        Ok(response)
+    }
+}
+
+/// The client's state between messages: a dispatcher over the stage structs, for callers that
+/// hold the input from the start (the stage structs let a caller supply it only at stage 3).
+#[derive(Debug)]
+pub enum ClientSession<L: Lane> {
+    /// Waiting for the key directory.
+    AwaitingDirectory(Box<AwaitingDirectory>, Vec<L>),
+    /// Waiting for the routed shares.
+    AwaitingRoutedShares(AwaitingRoutedShares, Vec<L>),
+    /// Waiting for the unmask request.
+    AwaitingUnmask(AwaitingUnmask),
+    /// The client has sent everything it will send.
+    Done,
+    /// The client stopped, revealing nothing more.
+    Aborted(AbortReason),
+}
+
+impl<L: Lane> ClientSession<L> {
+    /// Starts a round for `input` (already quantised into `Z_{2^bits}`).
+    pub fn start(
+        id: ClientId,
+        config: RoundConfig,
+        input: Vec<L>,
+    ) -> Result<(Self, ClientMessage<L>), SecAggError> {
+        let (stage, keys) = AwaitingDirectory::start::<L>(id, config)?;
+        Ok((
+            ClientSession::AwaitingDirectory(Box::new(stage), input),
+            ClientMessage::AdvertiseKeys(keys),
+        ))
+    }
+
+    /// The message kind the current stage accepts.
+    pub fn expects(&self) -> MessageKind {
+        match self {
+            ClientSession::AwaitingDirectory(..) => MessageKind::KeyDirectory,
+            ClientSession::AwaitingRoutedShares(..) => MessageKind::RoutedShares,
+            ClientSession::AwaitingUnmask(_) => MessageKind::UnmaskRequest,
+            ClientSession::Done | ClientSession::Aborted(_) => MessageKind::Nothing,
+        }
+    }
+
+    /// Feeds one server message; returns the next state and the reply, if any.
+    pub fn handle(
+        self,
+        msg: ServerMessage,
+    ) -> Result<(Self, Option<ClientMessage<L>>), SecAggError> {
+        let expected = self.expects();
+        match (self, msg) {
+            (ClientSession::AwaitingDirectory(stage, input), ServerMessage::KeyDirectory(d)) => {
+                Ok(match stage.handle(d)? {
+                    Step::Next(next, out) => (
+                        ClientSession::AwaitingRoutedShares(next, input),
+                        Some(ClientMessage::EncryptedShares(out)),
+                    ),
+                    Step::Abort(reason) => (ClientSession::Aborted(reason), None),
+                })
+            }
+            (ClientSession::AwaitingRoutedShares(stage, input), ServerMessage::RoutedShares(r)) => {
+                Ok(match stage.handle(r, input)? {
+                    Step::Next(next, out) => (
+                        ClientSession::AwaitingUnmask(next),
+                        Some(ClientMessage::MaskedInput(out)),
+                    ),
+                    Step::Abort(reason) => (ClientSession::Aborted(reason), None),
+                })
+            }
+            (ClientSession::AwaitingUnmask(stage), ServerMessage::UnmaskRequest(r)) => Ok((
+                ClientSession::Done,
+                Some(ClientMessage::UnmaskResponse(stage.handle(r)?)),
+            )),
+            (_, msg) => Err(SecAggError::UnexpectedMessage {
+                expected,
+                got: msg.kind(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! `cohort bench …`: measured runs of Cohort's hot paths, printed for people or as JSON.
+//! Every number printed is measured in this process by the run it reports.
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+
+pub mod secagg;
+
+/// Options of `cohort bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Run one whole SecAgg+ round in process and time the client and server sides.
+    Secagg(secagg::SecaggArgs),
+}
+
+/// Runs the chosen benchmark.
+pub fn run(args: &BenchArgs) -> ExitCode {
+    match &args.command {
+        BenchCommand::Secagg(a) => secagg::run(a),
+    }
+}
+
+/// Peak resident set size of this process so far, in MiB (`VmHWM` of `/proc/self/status`);
+/// `None` where the kernel does not report it.
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
