@@ -24,6 +24,8 @@ use crate::domain::{
 
 /// The database file's name inside the data dir.
 pub const DATABASE_FILE: &str = "cohort.sqlite3";
+/// The lock file's name inside the data dir.
+pub const LOCK_FILE: &str = "cohort.lock";
 /// The blob folder's name inside the data dir.
 pub const BLOB_DIR: &str = "blobs";
 
@@ -47,6 +49,9 @@ pub struct SqliteStorage {
     conn: Mutex<Connection>,
     blobs: BlobDir,
     data_dir: PathBuf,
+    /// Held (exclusive advisory lock) for the store's lifetime: a second server on the same
+    /// data dir would otherwise "recover" — abort — the first one's in-flight round.
+    _lock: std::fs::File,
 }
 
 fn to_i64(n: u64, field: &'static str) -> Result<i64, StorageError> {
@@ -88,6 +93,28 @@ impl SqliteStorage {
         let data_dir = data_dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&data_dir)
             .map_err(|e| StorageError::io(format!("creating {}", data_dir.display()), e))?;
+        let lock_path = data_dir.join(LOCK_FILE);
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StorageError::io(format!("opening {}", lock_path.display()), e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StorageError::conflict(format!(
+                    "data dir {} is in use by another cohort-server process",
+                    data_dir.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StorageError::io(
+                    format!("locking {}", lock_path.display()),
+                    e,
+                ));
+            }
+        }
         let db_path = data_dir.join(DATABASE_FILE);
         let created = !db_path.exists();
         let mut conn = Connection::open(&db_path)?;
@@ -119,6 +146,7 @@ impl SqliteStorage {
                 conn: Mutex::new(conn),
                 blobs,
                 data_dir,
+                _lock: lock,
             },
             report,
         ))
