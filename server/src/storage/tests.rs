@@ -600,7 +600,7 @@ fn kill_9_child() {
     for i in 0u64.. {
         let participants: Vec<&Client> = clients
             .iter()
-            .filter(|c| (i + c.id.as_str().len() as u64) % 2 == 0 || i % 3 == 0)
+            .filter(|c| (i + c.id.as_str().len() as u64).is_multiple_of(2) || i.is_multiple_of(3))
             .collect();
         let round = store
             .open_round(&opening(&store, &participants, now))
