@@ -268,6 +268,8 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         federation: &FederationId,
         version: VersionNumber,
     ) -> Result<ModelVersion, StorageError>;
+    /// Every committed model version of a federation, oldest first.
+    fn model_versions(&self, federation: &FederationId) -> Result<Vec<ModelVersion>, StorageError>;
     /// The latest committed model version: where the next round starts.
     fn latest_model(&self, federation: &FederationId) -> Result<ModelVersion, StorageError>;
     /// A blob's bytes, checked against its digest (`Corrupt` on mismatch).

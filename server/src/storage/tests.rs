@@ -366,6 +366,13 @@ fn round_lifecycle_commits_model_and_round_together() {
     );
     assert_eq!(store.latest_model(&fed_id()).unwrap().version.get(), 1);
     assert_eq!(store.rounds(&fed_id()).unwrap().len(), 2);
+    let versions: Vec<u64> = store
+        .model_versions(&fed_id())
+        .unwrap()
+        .iter()
+        .map(|v| v.version.get())
+        .collect();
+    assert_eq!(versions, vec![0, 1]);
 }
 
 #[test]

@@ -569,6 +569,19 @@ impl Storage for SqliteStorage {
         )
     }
 
+    fn model_versions(&self, federation: &FederationId) -> Result<Vec<ModelVersion>, StorageError> {
+        let conn = self.conn();
+        get_federation(&conn, federation)?;
+        query_all(
+            &conn,
+            &format!(
+                "SELECT {MODEL_COLS} FROM model_versions WHERE federation = ?1 ORDER BY version"
+            ),
+            [federation.as_str()],
+            model_from_row,
+        )
+    }
+
     fn latest_model(&self, federation: &FederationId) -> Result<ModelVersion, StorageError> {
         latest_model(&self.conn(), federation)
     }
