@@ -81,8 +81,8 @@ pub trait LedgerAccountant: Sized + Clone {
     fn from_state(state: &str) -> Result<Self, LedgerError>;
     /// Serialises the state.
     fn to_state(&self) -> Result<String, LedgerError>;
-    /// Composes `steps` runs of `mechanism`.
-    fn record(&mut self, mechanism: Mechanism, steps: u64);
+    /// Composes `steps` runs of `mechanism`; an error leaves the budget unverifiable.
+    fn record(&mut self, mechanism: Mechanism, steps: u64) -> Result<(), LedgerError>;
     /// ε at `delta` for everything recorded; `f64::INFINITY` if unbounded.
     fn epsilon(&self, delta: f64) -> Result<f64, LedgerError>;
 }
@@ -136,11 +136,12 @@ impl LedgerAccountant for UnamplifiedRdp {
         serde_json::to_string(self).map_err(|e| LedgerError::Corrupt(e.to_string()))
     }
 
-    fn record(&mut self, mechanism: Mechanism, steps: u64) {
+    fn record(&mut self, mechanism: Mechanism, steps: u64) -> Result<(), LedgerError> {
         let sigma2 = mechanism.noise_multiplier * mechanism.noise_multiplier;
         for (r, a) in self.rdp.iter_mut().zip(&self.orders) {
             *r += steps as f64 * a / (2.0 * sigma2);
         }
+        Ok(())
     }
 
     fn epsilon(&self, delta: f64) -> Result<f64, LedgerError> {
@@ -286,7 +287,8 @@ pub fn admit<A: LedgerAccountant>(
             (acc, record.revision)
         }
     };
-    acc.record(mechanism, steps);
+    acc.record(mechanism, steps)
+        .map_err(|e| Refusal::Unverifiable(e.to_string()))?;
     let projected = acc
         .epsilon(budget.delta())
         .map_err(|e| Refusal::Unverifiable(e.to_string()))?;

@@ -34,13 +34,13 @@ fn unamplified_rdp_is_sound_and_composes() {
         (1e5f64).ln() / 127.0,
         "no steps: only the conversion term"
     );
-    acc.record(m, 10);
+    acc.record(m, 10).unwrap();
     let e10 = acc.epsilon(1e-5).unwrap();
     let fine = brute_force_epsilon(1.1, 10, 1e-5);
     assert!(e10 >= fine && e10 <= fine * 1.05, "{e10} vs {fine}");
     let restored = Acc::from_state(&acc.to_state().unwrap()).unwrap();
     assert_eq!(restored, acc);
-    acc.record(m, 10);
+    acc.record(m, 10).unwrap();
     assert!(acc.epsilon(1e-5).unwrap() > e10);
     assert!(
         acc.epsilon(0.0).is_err(),
@@ -61,7 +61,10 @@ fn unamplified_rdp_is_sound_and_composes() {
 fn admission_refuses_what_the_budget_cannot_afford() {
     let m = Mechanism::new(0.5, 1.0).unwrap();
     // One step of σ = 1 costs ≈ 5.3 at δ = 1e-5 (unamplified): fits 6, not 5.
-    let one_step = Acc::fresh().tap(|a| a.record(m, 1)).epsilon(1e-5).unwrap();
+    let one_step = Acc::fresh()
+        .tap(|a| a.record(m, 1).unwrap())
+        .epsilon(1e-5)
+        .unwrap();
     assert!(one_step > 5.0 && one_step < 6.0, "{one_step}");
     let admitted = admit::<Acc>(None, eps(6.0), m, 1).unwrap();
     assert_eq!(admitted.update.expected_revision, 0);
@@ -124,11 +127,11 @@ fn a_client_near_its_budget_is_not_admitted() {
     create_fed(&store, spec());
     let now = Timestamp::from_millis(50_000);
     let per_round = Acc::fresh()
-        .tap(|a| a.record(Mechanism::new(0.5, 1.0).unwrap(), 2))
+        .tap(|a| a.record(Mechanism::new(0.5, 1.0).unwrap(), 2).unwrap())
         .epsilon(1e-5)
         .unwrap();
     let two_rounds = Acc::fresh()
-        .tap(|a| a.record(Mechanism::new(0.5, 1.0).unwrap(), 4))
+        .tap(|a| a.record(Mechanism::new(0.5, 1.0).unwrap(), 4).unwrap())
         .epsilon(1e-5)
         .unwrap();
     // c1 affords two rounds but not three; c2 affords many; c3 affords none.
@@ -256,7 +259,12 @@ fn a_federation_stops_at_its_client_level_budget() {
         weighting: Weighting::Uniform,
     };
     let z = Mechanism::new(1.0, 2.0).unwrap();
-    let after = |k: u64| Acc::fresh().tap(|a| a.record(z, k)).epsilon(1e-5).unwrap();
+    let after = |k: u64| {
+        Acc::fresh()
+            .tap(|a| a.record(z, k).unwrap())
+            .epsilon(1e-5)
+            .unwrap()
+    };
     // Budget for exactly three rounds.
     s.federation_budget = Some(eps((after(3) + after(4)) / 2.0));
     create_fed(&store, s);
