@@ -294,4 +294,6 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 }
 
 #[cfg(test)]
+mod crash_tests;
+#[cfg(test)]
 pub(crate) mod tests;

@@ -580,3 +580,4 @@ fn current_round_in(conn: &Connection, fed: &FederationId) -> Result<Option<Roun
 }
 
 mod ops;
+mod round_tx;
