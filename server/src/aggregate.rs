@@ -6,6 +6,11 @@
 //! rejected and changes nothing. Products of an `f32` by an integer weight below 2²⁹ are exact
 //! in `f64`, so a weighted mean of identical updates is that update exactly.
 //!
+//! Under secure aggregation the server only ever sees the unmasked *sum*, so it cannot weight
+//! individual vectors: with [`Weighting::SampleCount`] each client pre-scales its update by its
+//! sample count and appends the count as one more coordinate; the orchestrator decodes the
+//! sum and hands it over through [`SummedUpdates::from_decoded`].
+//!
 //! Robust aggregators (median, trimmed mean) need every update and so use [`CollectedUpdates`],
 //! which is O(clients × model) by nature; configuration forbids them under secure
 //! aggregation, the only mode in which updates would otherwise stay hidden.

@@ -13,6 +13,71 @@
 //!    entries and the new accountant states. Only after it commits may a client see its task.
 //!
 //! Every step runs against `&dyn Storage` and blocks; call it from `spawn_blocking`.
+//!
+//! # A whole round, without sockets
+//! ```
+//! use cohort_server::aggregate::{RoundKey, StreamingSum};
+//! use cohort_server::domain::*;
+//! use cohort_server::ledger::DefaultAccountant;
+//! use cohort_server::sampling::ClientSampler;
+//! use cohort_server::scheduler::{RoundStart, SchedulingPolicy, open_round};
+//! use cohort_server::storage::{NewModel, RoundCompletion, SqliteStorage, Storage};
+//! use cohort_server::strategy::{self, FitResults};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let (store, _report) = SqliteStorage::open(dir.path())?;
+//! let now = Timestamp::now();
+//! let config: TrainingConfig = serde_json::from_value(serde_json::json!({
+//!     "dp_sgd": {"noise_multiplier": 1.0, "clip_norm": 1.0, "local_epochs": 1,
+//!                "batch_sample_rate": 0.5},
+//!     "client_budget": {"epsilon": 50.0, "delta": 1e-5},
+//!     "client_sampling_rate": 1.0,
+//!     "min_clients": 1
+//! }))?;
+//! let new = NewFederation {
+//!     id: FederationId::parse("demo")?,
+//!     model_spec: serde_json::json!({"kind": "linear"}),
+//!     config,
+//! };
+//! let fed = store.create_federation(&new, b"safetensors bytes", now)?;
+//!
+//! // An admin invites a client; it enrols with the one-time token and its certificate.
+//! let token_sha256 = "ab".repeat(32);
+//! let hospital = ClientId::parse("hospital-a")?;
+//! store.invite_client(&fed.id, &hospital, None, &token_sha256, now)?;
+//! store.enrol_client(&fed.id, &token_sha256, &CertFingerprint::of_der(b"cert"), Some(120), now)?;
+//!
+//! // Open a round: the client is sampled and charged before it can learn of its task.
+//! let mut sampler = ClientSampler::from_os()?;
+//! let policy = SchedulingPolicy::default();
+//! let RoundStart::Opened { round, .. } =
+//!     open_round::<DefaultAccountant, _>(&store, &mut sampler, &fed.id, &policy, now)?
+//! else {
+//!     panic!("the round should open");
+//! };
+//! assert_eq!(store.ledger_entries(&fed.id, Some(&hospital))?.len(), 1);
+//!
+//! // Uploads stream into a running sum; the strategy turns it into the next model.
+//! let mut strategy = strategy::build(fed.config.strategy(), fed.config.secure_aggregation())?;
+//! let key = RoundKey { federation: fed.id.clone(), round: round.number };
+//! let mut sum = StreamingSum::new(key.clone(), 2, round.participants.clone(), strategy.weighting());
+//! sum.add(&key, &hospital, &[0.5, -0.25], 120)?;
+//! let current = [1.0f32, 1.0];
+//! let next = strategy.aggregate_fit(round.number, &current, FitResults::Summed(sum.finish()), &[])?;
+//! assert_eq!(next, Some(vec![1.5, 0.75]));
+//!
+//! // Commit the new version and the round record in one transaction.
+//! let completion = RoundCompletion {
+//!     new_model: Some(NewModel { weights: b"new safetensors bytes", strategy_state: None }),
+//!     metrics: Default::default(),
+//!     completed_at: Timestamp::now(),
+//! };
+//! store.complete_round(&fed.id, round.number, &completion)?;
+//! assert_eq!(store.latest_model(&fed.id)?.version.get(), 1);
+//! # Ok(())
+//! # }
+//! ```
 
 use std::collections::HashMap;
 use std::fmt;
