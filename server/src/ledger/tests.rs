@@ -28,7 +28,7 @@ fn brute_force_epsilon(sigma: f64, steps: u64, delta: f64) -> f64 {
 #[test]
 fn unamplified_rdp_is_sound_and_composes() {
     let m = Mechanism::new(0.01, 1.1).unwrap();
-    let mut acc = Acc::fresh();
+    let mut acc = UnamplifiedRdp::fresh();
     assert_eq!(
         acc.epsilon(1e-5).unwrap(),
         (1e5f64).ln() / 127.0,
@@ -38,7 +38,7 @@ fn unamplified_rdp_is_sound_and_composes() {
     let e10 = acc.epsilon(1e-5).unwrap();
     let fine = brute_force_epsilon(1.1, 10, 1e-5);
     assert!(e10 >= fine && e10 <= fine * 1.05, "{e10} vs {fine}");
-    let restored = Acc::from_state(&acc.to_state().unwrap()).unwrap();
+    let restored = UnamplifiedRdp::from_state(&acc.to_state().unwrap()).unwrap();
     assert_eq!(restored, acc);
     acc.record(m, 10).unwrap();
     assert!(acc.epsilon(1e-5).unwrap() > e10);
@@ -52,7 +52,7 @@ fn unamplified_rdp_is_sound_and_composes() {
         r#"{"kind":"other","orders":[2.0],"rdp":[0.0]}"#,
         r#"{"kind":"gaussian-rdp-unamplified","orders":[2.0],"rdp":[-1.0]}"#,
     ] {
-        assert!(Acc::from_state(bad).is_err(), "{bad:?} accepted");
+        assert!(UnamplifiedRdp::from_state(bad).is_err(), "{bad:?} accepted");
     }
     assert!(Mechanism::new(0.0, 1.0).is_err() && Mechanism::new(0.5, 0.0).is_err());
 }
@@ -61,15 +61,15 @@ fn unamplified_rdp_is_sound_and_composes() {
 fn admission_refuses_what_the_budget_cannot_afford() {
     let m = Mechanism::new(0.5, 1.0).unwrap();
     // One step of σ = 1 costs ≈ 5.3 at δ = 1e-5 (unamplified): fits 6, not 5.
-    let one_step = Acc::fresh()
+    let one_step = UnamplifiedRdp::fresh()
         .tap(|a| a.record(m, 1).unwrap())
         .epsilon(1e-5)
         .unwrap();
     assert!(one_step > 5.0 && one_step < 6.0, "{one_step}");
-    let admitted = admit::<Acc>(None, eps(6.0), m, 1).unwrap();
+    let admitted = admit::<UnamplifiedRdp>(None, eps(6.0), m, 1).unwrap();
     assert_eq!(admitted.update.expected_revision, 0);
     assert!(matches!(
-        admit::<Acc>(None, eps(5.0), m, 1),
+        admit::<UnamplifiedRdp>(None, eps(5.0), m, 1),
         Err(Refusal::WouldExceed { .. })
     ));
 
@@ -80,10 +80,10 @@ fn admission_refuses_what_the_budget_cannot_afford() {
         revision: 1,
     };
     assert!(matches!(
-        admit::<Acc>(Some(&record), eps(6.0), m, 1),
+        admit::<UnamplifiedRdp>(Some(&record), eps(6.0), m, 1),
         Err(Refusal::WouldExceed { .. })
     ));
-    let second = admit::<Acc>(Some(&record), eps(20.0), m, 1).unwrap();
+    let second = admit::<UnamplifiedRdp>(Some(&record), eps(20.0), m, 1).unwrap();
     assert_eq!(second.update.expected_revision, 1);
 
     let corrupt = AccountRecord {
@@ -91,7 +91,7 @@ fn admission_refuses_what_the_budget_cannot_afford() {
         ..record
     };
     assert!(matches!(
-        admit::<Acc>(Some(&corrupt), eps(1e9), m, 1),
+        admit::<UnamplifiedRdp>(Some(&corrupt), eps(1e9), m, 1),
         Err(Refusal::Unverifiable(_))
     ));
 }
