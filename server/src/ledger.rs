@@ -88,7 +88,7 @@ pub trait LedgerAccountant: Sized + Clone {
 }
 
 /// The accountant the server uses. Swap this one line to change accounting method.
-pub type DefaultAccountant = UnamplifiedRdp;
+pub type DefaultAccountant = cohort_privacy::accounting::RdpAccountant;
 
 /// Rényi-DP orders at which [`UnamplifiedRdp`] tracks spend.
 const ORDERS: [f64; 17] = [
@@ -98,7 +98,8 @@ const ORDERS: [f64; 17] = [
 /// A sound, deliberately conservative RDP accountant: each step is charged as the plain
 /// Gaussian mechanism, RDP(α) = α / (2σ²), ignoring the amplification Poisson subsampling
 /// gives. Subsampling only ever lowers the true loss, so this over-estimates ε — it fails
-/// closed. It stands in until `cohort_privacy`'s amplified `RdpAccountant` is wired in.
+/// closed. The server uses `cohort_privacy`'s amplified `RdpAccountant`; this one is kept as
+/// an independent, closed-form cross-check in tests (it must never report less).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UnamplifiedRdp {
     kind: String,
@@ -444,5 +445,6 @@ pub fn client_spends<A: LedgerAccountant>(
         .collect()
 }
 
+mod rdp;
 #[cfg(test)]
 mod tests;

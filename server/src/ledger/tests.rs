@@ -386,3 +386,26 @@ fn too_few_sampled_skips_without_charging_and_absent_clients_are_not_sampled() {
         "aborted rounds still count"
     );
 }
+
+#[test]
+fn the_default_accountant_is_amplified_rdp_and_round_trips_through_the_store_format() {
+    let m = Mechanism::new(0.01, 1.1).unwrap();
+    let mut acc = Acc::fresh();
+    acc.record(m, 1000).unwrap();
+    let e = acc.epsilon(1e-5).unwrap();
+    // The privacy crate's golden value for q = 0.01, σ = 1.1, 1000 steps, δ = 1e-5.
+    assert!((e - 1.7118).abs() < 1e-3, "{e}");
+    let back = Acc::from_state(&acc.to_state().unwrap()).unwrap();
+    assert!(
+        (back.epsilon(1e-5).unwrap() - e).abs() <= 1e-12 * e,
+        "state must round-trip"
+    );
+    assert!(
+        Acc::from_state(&UnamplifiedRdp::fresh().to_state().unwrap()).is_err(),
+        "another kind's state"
+    );
+    // Amplification only helps: the closed-form unamplified bound is never below it.
+    let mut loose = UnamplifiedRdp::fresh();
+    loose.record(m, 1000).unwrap();
+    assert!(loose.epsilon(1e-5).unwrap() >= e);
+}
