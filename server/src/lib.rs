@@ -8,3 +8,11 @@ a hospital's IT deploys a small binary, not a Python environment.
 */
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+pub mod aggregate;
+pub mod domain;
+pub mod ledger;
+pub mod sampling;
+pub mod scheduler;
+pub mod storage;
+pub mod strategy;
