@@ -11,5 +11,6 @@ simulator run the very same code and so that every function can be tested in iso
 #![deny(missing_docs)]
 
 pub mod budget;
+pub mod noise;
 
 pub use budget::EpsDelta;
