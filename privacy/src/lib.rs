@@ -15,4 +15,6 @@ pub mod budget;
 pub mod quantize;
 pub mod secagg;
 
+pub mod noise;
+
 pub use budget::EpsDelta;
