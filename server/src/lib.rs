@@ -14,14 +14,21 @@ a hospital's IT deploys a small binary, not a Python environment.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod aggregate;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod domain;
 pub mod http;
+pub mod ledger;
 pub mod metrics;
 pub mod model;
 pub mod pki;
 pub mod ratelimit;
+pub mod sampling;
+pub mod scheduler;
 pub mod serve;
 pub mod service;
+pub mod storage;
+pub mod strategy;
 pub mod tls;

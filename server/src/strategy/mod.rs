@@ -1,0 +1,295 @@
+//! Aggregation strategies, shaped like Flower's: a strategy configures a round and aggregates
+//! its results; the server does all I/O (sampling, transport, storage) around it.
+//!
+//! Differences from Flower, and why:
+//! - Client *selection* is not a strategy method: it is Poisson sampling in
+//!   [`crate::sampling`], because client-level DP's amplification argument depends on it.
+//! - Results arrive as a streamed sum ([`FitResults::Summed`]) — the server never holds
+//!   individual updates under secure aggregation — except for robust aggregators, which
+//!   declare [`InputKind::Individual`] and are refused with secure aggregation.
+//! - Updates are deltas Δ = w_local − w_global; [`Strategy::aggregate_fit`] returns the new
+//!   weights, or `None` to keep the previous model (for example when nothing arrived).
+//! - Optimiser state is exported ([`Strategy::state`]) and committed with each model version,
+//!   so a restarted server resumes FedAdam's moments rather than silently resetting them.
+//!
+//! The arithmetic lives in [`math`] as pure functions.
+
+mod fedopt;
+pub mod math;
+mod robust;
+pub mod state;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::aggregate::SummedUpdates;
+use crate::domain::{ClientId, RoundNumber, StrategyConfig, ValidationError, Weighting};
+
+pub use fedopt::{FedAdagrad, FedAdam, FedAvg, FedAvgM, FedProx, FedYogi};
+pub use robust::{CoordinateMedian, TrimmedMean};
+
+/// Configuration sent to each participant with its task (for example FedProx's
+/// `proximal_mu`). JSON so new keys do not need a protocol change.
+pub type ClientConfig = serde_json::Map<String, serde_json::Value>;
+
+/// What form a strategy needs the round's updates in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputKind {
+    /// A running sum ([`crate::aggregate::StreamingSum`]): O(model) memory, SecAgg-compatible.
+    Summed,
+    /// Every update kept ([`crate::aggregate::CollectedUpdates`]): only without SecAgg.
+    Individual,
+}
+
+/// A round's accepted updates.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FitResults {
+    /// The (weighted) sum of deltas.
+    Summed(SummedUpdates),
+    /// Each delta (robust aggregators only).
+    Individual(Vec<Vec<f32>>),
+}
+
+/// A participant that was charged but did not deliver.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FitFailure {
+    /// Who.
+    pub client: ClientId,
+    /// What happened (deadline, invalid update, dropped out of SecAgg).
+    pub reason: String,
+}
+
+/// One client's evaluation report.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EvaluateResult {
+    /// Records evaluated.
+    pub num_examples: u64,
+    /// Mean loss over them.
+    pub loss: f64,
+    /// Accuracy, if the task has one.
+    pub accuracy: Option<f64>,
+}
+
+/// An aggregated evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EvaluateSummary {
+    /// Example-weighted mean loss.
+    pub loss: f64,
+    /// Example-weighted mean accuracy over the clients that reported one.
+    pub accuracy: Option<f64>,
+    /// Total examples.
+    pub num_examples: u64,
+}
+
+/// Why a strategy could not aggregate.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum StrategyError {
+    /// The configuration is not acceptable (422 when creating a federation).
+    Config(ValidationError),
+    /// Results came in the wrong form for this strategy (an orchestration bug).
+    WrongInput {
+        /// What the strategy needs.
+        expected: InputKind,
+    },
+    /// The results do not match the model's parameter count.
+    LengthMismatch {
+        /// The model's parameter count.
+        expected: usize,
+        /// The results'.
+        got: usize,
+    },
+    /// The new model would contain NaN or ±∞; the round must not commit it.
+    NonFinite,
+    /// Stored strategy state could not be restored.
+    BadState(String),
+}
+
+impl fmt::Display for StrategyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Config(e) => write!(f, "{e}"),
+            Self::WrongInput { expected } => write!(f, "strategy expects {expected:?} results"),
+            Self::LengthMismatch { expected, got } => {
+                write!(f, "results have {got} parameters, the model has {expected}")
+            }
+            Self::NonFinite => f.write_str("aggregation produced a non-finite parameter"),
+            Self::BadState(m) => write!(f, "cannot restore strategy state: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for StrategyError {}
+
+/// A federated aggregation strategy. Implementations do no I/O and keep only optimiser state.
+///
+/// Required: [`name`](Strategy::name) and [`aggregate_fit`](Strategy::aggregate_fit).
+/// Everything else has a sensible default.
+pub trait Strategy: Send + fmt::Debug {
+    /// A stable name (`fed_avg`, `fed_adam`, ...), also used to tag saved state.
+    fn name(&self) -> &'static str;
+
+    /// The form results must take.
+    fn input_kind(&self) -> InputKind {
+        InputKind::Summed
+    }
+
+    /// How the round's sum should weight updates.
+    fn weighting(&self) -> Weighting {
+        Weighting::SampleCount
+    }
+
+    /// Server-chosen initial weights; `None` means the federation's uploaded weights.
+    fn initialize_parameters(&self) -> Option<Vec<f32>> {
+        None
+    }
+
+    /// Configuration each participant receives with its training task.
+    fn configure_fit(&self, _round: RoundNumber) -> ClientConfig {
+        ClientConfig::new()
+    }
+
+    /// Aggregates a round's results into new weights, or `None` to keep `current`.
+    fn aggregate_fit(
+        &mut self,
+        round: RoundNumber,
+        current: &[f32],
+        results: FitResults,
+        failures: &[FitFailure],
+    ) -> Result<Option<Vec<f32>>, StrategyError>;
+
+    /// Configuration each participant receives with an evaluation task.
+    fn configure_evaluate(&self, _round: RoundNumber) -> ClientConfig {
+        ClientConfig::new()
+    }
+
+    /// Aggregates evaluation reports: example-weighted means; `None` if there are none.
+    fn aggregate_evaluate(
+        &self,
+        _round: RoundNumber,
+        results: &[EvaluateResult],
+        _failures: &[FitFailure],
+    ) -> Option<EvaluateSummary> {
+        weighted_evaluation(results)
+    }
+
+    /// Centralised evaluation on the server; the server holds no data, so by default none.
+    fn evaluate(&self, _round: RoundNumber, _parameters: &[f32]) -> Option<EvaluateSummary> {
+        None
+    }
+
+    /// Optimiser state to commit with the model version (`None`: stateless).
+    fn state(&self) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Restores state saved by [`state`](Strategy::state) for a model of `len` parameters.
+    fn restore_state(&mut self, _len: usize, _bytes: &[u8]) -> Result<(), StrategyError> {
+        Err(StrategyError::BadState(format!(
+            "{} keeps no state",
+            self.name()
+        )))
+    }
+}
+
+/// Example-weighted mean of evaluation reports.
+pub fn weighted_evaluation(results: &[EvaluateResult]) -> Option<EvaluateSummary> {
+    let total: u64 = results.iter().map(|r| r.num_examples).sum();
+    if total == 0 {
+        return None;
+    }
+    let loss = results
+        .iter()
+        .map(|r| r.num_examples as f64 * r.loss)
+        .sum::<f64>()
+        / total as f64;
+    let with_acc: Vec<_> = results
+        .iter()
+        .filter_map(|r| r.accuracy.map(|a| (r.num_examples, a)))
+        .collect();
+    let acc_total: u64 = with_acc.iter().map(|(n, _)| n).sum();
+    let accuracy = (acc_total > 0)
+        .then(|| with_acc.iter().map(|(n, a)| *n as f64 * a).sum::<f64>() / acc_total as f64);
+    Some(EvaluateSummary {
+        loss,
+        accuracy,
+        num_examples: total,
+    })
+}
+
+/// Builds the strategy a federation configured. Refuses robust aggregators under secure
+/// aggregation (they need updates the server must never see).
+pub fn build(
+    config: &StrategyConfig,
+    secure_aggregation: bool,
+) -> Result<Box<dyn Strategy>, StrategyError> {
+    config.validate().map_err(StrategyError::Config)?;
+    if secure_aggregation && config.needs_individual_updates() {
+        return Err(StrategyError::Config(ValidationError::new(
+            "strategy",
+            "robust aggregators need every update in the clear, which secure aggregation forbids",
+        )));
+    }
+    Ok(match *config {
+        StrategyConfig::FedAvg { weighting } => Box::new(FedAvg::new(weighting)),
+        StrategyConfig::FedAvgM {
+            weighting,
+            server_lr,
+            momentum,
+        } => Box::new(FedAvgM::new(weighting, server_lr, momentum)),
+        StrategyConfig::FedAdam {
+            weighting,
+            server_lr,
+            beta1,
+            beta2,
+            tau,
+        } => Box::new(FedAdam::new(weighting, server_lr, beta1, beta2, tau)),
+        StrategyConfig::FedYogi {
+            weighting,
+            server_lr,
+            beta1,
+            beta2,
+            tau,
+        } => Box::new(FedYogi::new(weighting, server_lr, beta1, beta2, tau)),
+        StrategyConfig::FedAdagrad {
+            weighting,
+            server_lr,
+            tau,
+        } => Box::new(FedAdagrad::new(weighting, server_lr, tau)),
+        StrategyConfig::FedProx {
+            weighting,
+            proximal_mu,
+        } => Box::new(FedProx::new(weighting, proximal_mu)),
+        StrategyConfig::CoordinateMedian => Box::new(CoordinateMedian),
+        StrategyConfig::TrimmedMean { trim_fraction } => Box::new(TrimmedMean::new(trim_fraction)),
+    })
+}
+
+/// The mean delta of summed results, checked against the model length; `None` if empty.
+fn mean_delta(current: &[f32], results: FitResults) -> Result<Option<Vec<f64>>, StrategyError> {
+    let FitResults::Summed(summed) = results else {
+        return Err(StrategyError::WrongInput {
+            expected: InputKind::Summed,
+        });
+    };
+    if summed.sum.len() != current.len() {
+        return Err(StrategyError::LengthMismatch {
+            expected: current.len(),
+            got: summed.sum.len(),
+        });
+    }
+    Ok(summed.mean())
+}
+
+/// Refuses a model with NaN or ±∞ (for example after `f32` overflow).
+fn finite(weights: Vec<f32>) -> Result<Option<Vec<f32>>, StrategyError> {
+    if weights.iter().all(|w| w.is_finite()) {
+        Ok(Some(weights))
+    } else {
+        Err(StrategyError::NonFinite)
+    }
+}
+
+#[cfg(test)]
+mod tests;

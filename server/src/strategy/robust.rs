@@ -1,0 +1,92 @@
+//! Robust aggregators: they bound the influence of a few wild updates, but need every update
+//! in the clear, so configuration refuses them under secure aggregation.
+
+use super::math::{apply_step, coordinate_median, trimmed_mean};
+use super::{FitFailure, FitResults, InputKind, Strategy, StrategyError, finite};
+use crate::domain::{RoundNumber, Weighting};
+
+fn individual(current: &[f32], results: FitResults) -> Result<Vec<Vec<f32>>, StrategyError> {
+    let FitResults::Individual(updates) = results else {
+        return Err(StrategyError::WrongInput {
+            expected: InputKind::Individual,
+        });
+    };
+    if let Some(bad) = updates.iter().find(|u| u.len() != current.len()) {
+        return Err(StrategyError::LengthMismatch {
+            expected: current.len(),
+            got: bad.len(),
+        });
+    }
+    Ok(updates)
+}
+
+/// w ← w + coordinate-wise median of the deltas.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CoordinateMedian;
+
+impl Strategy for CoordinateMedian {
+    fn name(&self) -> &'static str {
+        "coordinate_median"
+    }
+    fn input_kind(&self) -> InputKind {
+        InputKind::Individual
+    }
+    fn weighting(&self) -> Weighting {
+        Weighting::Uniform
+    }
+    fn aggregate_fit(
+        &mut self,
+        _round: RoundNumber,
+        current: &[f32],
+        results: FitResults,
+        _failures: &[FitFailure],
+    ) -> Result<Option<Vec<f32>>, StrategyError> {
+        let updates = individual(current, results)?;
+        if updates.is_empty() {
+            return Ok(None);
+        }
+        finite(apply_step(current, &coordinate_median(&updates), 1.0))
+    }
+}
+
+/// w ← w + coordinate-wise trimmed mean of the deltas.
+#[derive(Debug, Clone, Copy)]
+pub struct TrimmedMean {
+    fraction: f64,
+}
+
+impl TrimmedMean {
+    /// Drops ⌊fraction·n⌋ values from each end of every coordinate (fraction in [0, 0.5)).
+    pub fn new(fraction: f64) -> Self {
+        Self { fraction }
+    }
+}
+
+impl Strategy for TrimmedMean {
+    fn name(&self) -> &'static str {
+        "trimmed_mean"
+    }
+    fn input_kind(&self) -> InputKind {
+        InputKind::Individual
+    }
+    fn weighting(&self) -> Weighting {
+        Weighting::Uniform
+    }
+    fn aggregate_fit(
+        &mut self,
+        _round: RoundNumber,
+        current: &[f32],
+        results: FitResults,
+        _failures: &[FitFailure],
+    ) -> Result<Option<Vec<f32>>, StrategyError> {
+        let updates = individual(current, results)?;
+        if updates.is_empty() {
+            return Ok(None);
+        }
+        finite(apply_step(
+            current,
+            &trimmed_mean(&updates, self.fraction),
+            1.0,
+        ))
+    }
+}
