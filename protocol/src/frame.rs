@@ -118,13 +118,22 @@ impl fmt::Display for FrameError {
                 "vector frame too short: {len} bytes, at least {} needed",
                 HEADER_LEN + TRAILER_LEN
             ),
-            Self::BadMagic => write!(f, "not a vector frame: it must start with the bytes \"CVEC\""),
+            Self::BadMagic => write!(
+                f,
+                "not a vector frame: it must start with the bytes \"CVEC\""
+            ),
             Self::UnsupportedVersion(v) => {
-                write!(f, "vector frame version {v} is not supported (this server reads version {VERSION})")
+                write!(
+                    f,
+                    "vector frame version {v} is not supported (this server reads version {VERSION})"
+                )
             }
             Self::UnknownDtype(t) => write!(f, "unknown dtype tag {t} (1 = f32, 2 = f64, 3 = u32)"),
             Self::ReservedFlags(b) => write!(f, "reserved flags byte must be 0, got {b}"),
-            Self::LengthMismatch { declared, payload_bytes } => write!(
+            Self::LengthMismatch {
+                declared,
+                payload_bytes,
+            } => write!(
                 f,
                 "header declares {declared} elements but the payload has {payload_bytes} bytes"
             ),
@@ -246,21 +255,27 @@ fn encode_with(dtype: Dtype, count: usize, write_payload: impl FnOnce(&mut Vec<u
 /// Encodes f32 elements.
 pub fn encode_f32(values: &[f32]) -> Vec<u8> {
     encode_with(Dtype::F32, values.len(), |out| {
-        values.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()))
+        values
+            .iter()
+            .for_each(|v| out.extend_from_slice(&v.to_le_bytes()))
     })
 }
 
 /// Encodes f64 elements.
 pub fn encode_f64(values: &[f64]) -> Vec<u8> {
     encode_with(Dtype::F64, values.len(), |out| {
-        values.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()))
+        values
+            .iter()
+            .for_each(|v| out.extend_from_slice(&v.to_le_bytes()))
     })
 }
 
 /// Encodes u32 elements (quantised, for secure aggregation).
 pub fn encode_u32(values: &[u32]) -> Vec<u8> {
     encode_with(Dtype::U32, values.len(), |out| {
-        values.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()))
+        values
+            .iter()
+            .for_each(|v| out.extend_from_slice(&v.to_le_bytes()))
     })
 }
 
@@ -296,24 +311,45 @@ mod tests {
         assert_eq!(FrameView::parse(&bad).err(), Some(FrameError::BadMagic));
         let mut bad = good.clone();
         bad[4] = 9;
-        assert_eq!(FrameView::parse(&bad).err(), Some(FrameError::UnsupportedVersion(9)));
+        assert_eq!(
+            FrameView::parse(&bad).err(),
+            Some(FrameError::UnsupportedVersion(9))
+        );
         let mut bad = good.clone();
         bad[6] = 7;
-        assert_eq!(FrameView::parse(&bad).err(), Some(FrameError::UnknownDtype(7)));
+        assert_eq!(
+            FrameView::parse(&bad).err(),
+            Some(FrameError::UnknownDtype(7))
+        );
         let mut bad = good.clone();
         bad[7] = 1;
-        assert_eq!(FrameView::parse(&bad).err(), Some(FrameError::ReservedFlags(1)));
+        assert_eq!(
+            FrameView::parse(&bad).err(),
+            Some(FrameError::ReservedFlags(1))
+        );
         let mut bad = good.clone();
         bad[8] = 4;
-        assert!(matches!(FrameView::parse(&bad), Err(FrameError::LengthMismatch { declared: 4, .. })));
+        assert!(matches!(
+            FrameView::parse(&bad),
+            Err(FrameError::LengthMismatch { declared: 4, .. })
+        ));
         let mut bad = good.clone();
         bad[17] ^= 1;
-        assert!(matches!(FrameView::parse(&bad), Err(FrameError::Checksum { .. })));
-        assert_eq!(FrameView::parse(&good[..10]).err(), Some(FrameError::TooShort { len: 10 }));
+        assert!(matches!(
+            FrameView::parse(&bad),
+            Err(FrameError::Checksum { .. })
+        ));
+        assert_eq!(
+            FrameView::parse(&good[..10]).err(),
+            Some(FrameError::TooShort { len: 10 })
+        );
         // A count so large that count * width overflows must not panic.
         let mut huge = good.clone();
         huge[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
-        assert!(matches!(FrameView::parse(&huge), Err(FrameError::LengthMismatch { .. })));
+        assert!(matches!(
+            FrameView::parse(&huge),
+            Err(FrameError::LengthMismatch { .. })
+        ));
     }
 
     #[test]
@@ -322,7 +358,10 @@ mod tests {
         let frame = FrameView::parse(&bytes).unwrap();
         assert_eq!(frame.first_non_finite(), Some(1));
         let bytes = encode_f64(&[f64::INFINITY]);
-        assert_eq!(FrameView::parse(&bytes).unwrap().first_non_finite(), Some(0));
+        assert_eq!(
+            FrameView::parse(&bytes).unwrap().first_non_finite(),
+            Some(0)
+        );
     }
 
     proptest! {

@@ -148,8 +148,8 @@ pub struct Task {
     pub model_version: u64,
     /// DP-SGD settings.
     pub dp_sgd: DpSgdConfig,
-    /// L2 clip of the update.
-    pub update_clip: f64,
+    /// L2 clip of the update (required when the federation adds central noise).
+    pub update_clip: Option<f64>,
     /// FedProx μ, when the strategy is FedProx.
     pub proximal_mu: Option<f64>,
     /// Number of elements the update frame must hold.
@@ -200,8 +200,8 @@ pub struct BudgetView {
 /// `GET /v1/federations/{fed}/budgets`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BudgetsView {
-    /// The federation's client-level budget.
-    pub federation_budget: EpsDelta,
+    /// The federation's client-level budget, when it claims client-level DP.
+    pub federation_budget: Option<EpsDelta>,
     /// Its client-level spend.
     pub federation_spent: EpsDelta,
     /// Each client's record-level spend.

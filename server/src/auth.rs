@@ -72,9 +72,13 @@ pub enum TokenError {
 impl fmt::Display for TokenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Self::Malformed => "the bearer token is malformed (expected cohort1.<payload>.<signature>)",
+            Self::Malformed => {
+                "the bearer token is malformed (expected cohort1.<payload>.<signature>)"
+            }
             Self::BadSignature => "the bearer token was not signed by this server",
-            Self::Expired => "the bearer token has expired; ask an admin for a new one (cohort pki issue-token)",
+            Self::Expired => {
+                "the bearer token has expired; ask an admin for a new one (cohort pki issue-token)"
+            }
             Self::BadKey => "the token key must be at least 32 bytes of hex",
         })
     }
@@ -188,7 +192,11 @@ mod tests {
         let s = signer(1);
         let other = signer(2).issue("mallory", Role::Admin, 60);
         assert_eq!(s.verify(&other), Err(TokenError::BadSignature));
-        let expired = s.issue_claims(&Claims { sub: "a".into(), role: Role::Admin, exp: 1 });
+        let expired = s.issue_claims(&Claims {
+            sub: "a".into(),
+            role: Role::Admin,
+            exp: 1,
+        });
         assert_eq!(s.verify(&expired), Err(TokenError::Expired));
         assert_eq!(s.verify("nonsense"), Err(TokenError::Malformed));
         // Swapping the payload of a viewer token for an admin payload breaks the signature.
@@ -196,8 +204,15 @@ mod tests {
         let admin = s.issue("v", Role::Admin, 60);
         let (_, vtag) = viewer.rsplit_once('.').unwrap();
         let (apayload, _) = admin.rsplit_once('.').unwrap();
-        assert_eq!(s.verify(&format!("{apayload}.{vtag}")), Err(TokenError::BadSignature));
+        assert_eq!(
+            s.verify(&format!("{apayload}.{vtag}")),
+            Err(TokenError::BadSignature)
+        );
         assert!(TokenSigner::from_hex("zz").is_err());
-        assert!(TokenSigner::from_hex(&"ab".repeat(16)).is_ok());
+        assert!(
+            TokenSigner::from_hex(&"ab".repeat(16)).is_err(),
+            "16 bytes is too short"
+        );
+        assert!(TokenSigner::from_hex(&"ab".repeat(32)).is_ok());
     }
 }

@@ -76,7 +76,10 @@ pub fn run_serve(args: &ServeArgs) -> ExitCode {
         }
     };
     init_logging(cfg.log_format);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -158,13 +161,21 @@ pub fn run_pki(args: &PkiArgs) -> ExitCode {
         PkiCommand::Init { name } => pki
             .init(name)
             .map(|_| format!("created CA and token key in {}", args.dir.display())),
-        PkiCommand::IssueServer { hosts, days } => pki
-            .issue_server(hosts, *days)
-            .map(|()| format!("wrote {} and {}", pki.server_cert().display(), pki.server_key().display())),
+        PkiCommand::IssueServer { hosts, days } => pki.issue_server(hosts, *days).map(|()| {
+            format!(
+                "wrote {} and {}",
+                pki.server_cert().display(),
+                pki.server_key().display()
+            )
+        }),
         PkiCommand::IssueClient { name, days } => pki
             .issue_client(name, *days)
             .map(|(c, k)| format!("wrote {} and {}", c.display(), k.display())),
-        PkiCommand::IssueToken { subject, role, hours } => pki
+        PkiCommand::IssueToken {
+            subject,
+            role,
+            hours,
+        } => pki
             .token_signer()
             .map(|s| s.issue(subject, *role, hours.saturating_mul(3600))),
     };

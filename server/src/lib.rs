@@ -16,6 +16,8 @@ a hospital's IT deploys a small binary, not a Python environment.
 
 pub mod aggregate;
 pub mod auth;
+#[cfg(feature = "bench")]
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod domain;

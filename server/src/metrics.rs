@@ -52,7 +52,8 @@ impl Metrics {
     }
     /// A model was downloaded.
     pub fn model_downloaded(&self, bytes: usize) {
-        self.model_download_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.model_download_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
     }
     /// A client enrolled.
     pub fn client_enrolled(&self) {
@@ -78,7 +79,10 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
         };
         let _ = writeln!(
             out,
@@ -131,7 +135,10 @@ impl Metrics {
             "# HELP cohort_http_responses_total HTTP responses, by status.\n# TYPE cohort_http_responses_total counter"
         );
         for (status, n) in lock(&self.http_responses).iter() {
-            let _ = writeln!(out, "cohort_http_responses_total{{status=\"{status}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "cohort_http_responses_total{{status=\"{status}\"}} {n}"
+            );
         }
         let _ = writeln!(
             out,
@@ -139,14 +146,20 @@ impl Metrics {
         );
         for (stage, (sum, count)) in lock(&self.stage_seconds).iter() {
             let _ = writeln!(out, "cohort_stage_seconds_sum{{stage=\"{stage}\"}} {sum}");
-            let _ = writeln!(out, "cohort_stage_seconds_count{{stage=\"{stage}\"}} {count}");
+            let _ = writeln!(
+                out,
+                "cohort_stage_seconds_count{{stage=\"{stage}\"}} {count}"
+            );
         }
         let _ = writeln!(
             out,
             "# HELP cohort_federation_epsilon Client-level epsilon spent by each federation.\n# TYPE cohort_federation_epsilon gauge"
         );
         for (fed, eps) in lock(&self.federation_epsilon).iter() {
-            let _ = writeln!(out, "cohort_federation_epsilon{{federation=\"{fed}\"}} {eps}");
+            let _ = writeln!(
+                out,
+                "cohort_federation_epsilon{{federation=\"{fed}\"}} {eps}"
+            );
         }
         out
     }

@@ -58,7 +58,13 @@ impl ModelLayout {
             )));
         }
         let num_params = values.len();
-        Ok((Self { tensors, num_params }, values))
+        Ok((
+            Self {
+                tensors,
+                num_params,
+            },
+            values,
+        ))
     }
 
     /// Parameters in the flattened vector.
@@ -80,8 +86,12 @@ impl ModelLayout {
         let mut views = Vec::with_capacity(self.tensors.len());
         for (name, shape) in &self.tensors {
             let n: usize = shape.iter().product();
-            let view = TensorView::new(Dtype::F32, shape.clone(), &bytes[offset * 4..(offset + n) * 4])
-                .map_err(|e| ModelError(e.to_string()))?;
+            let view = TensorView::new(
+                Dtype::F32,
+                shape.clone(),
+                &bytes[offset * 4..(offset + n) * 4],
+            )
+            .map_err(|e| ModelError(e.to_string()))?;
             views.push((name.as_str(), view));
             offset += n;
         }
@@ -126,6 +136,12 @@ mod tests {
     fn refuses_garbage_and_nan() {
         assert!(ModelLayout::parse(b"nope").is_err());
         assert!(ModelLayout::parse(&single_tensor(&[1.0, f32::NAN])).is_err());
-        assert_eq!(ModelLayout::parse(&single_tensor(&[0.5; 4])).unwrap().0.num_params(), 4);
+        assert_eq!(
+            ModelLayout::parse(&single_tensor(&[0.5; 4]))
+                .unwrap()
+                .0
+                .num_params(),
+            4
+        );
     }
 }

@@ -141,7 +141,8 @@ pub struct CertificateAuthority {
 
 impl fmt::Debug for CertificateAuthority {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CertificateAuthority").finish_non_exhaustive()
+        f.debug_struct("CertificateAuthority")
+            .finish_non_exhaustive()
     }
 }
 
@@ -159,7 +160,9 @@ impl CertificateAuthority {
     pub fn generate(common_name: &str) -> Result<Self, PkiError> {
         let key = KeyPair::generate().map_err(cert_err)?;
         let mut params = CertificateParams::new(Vec::<String>::new()).map_err(cert_err)?;
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
@@ -317,7 +320,10 @@ impl PkiDir {
     /// `clients/<name>.pem` and `.key`.
     pub fn client_files(&self, name: &str) -> (PathBuf, PathBuf) {
         let dir = self.root.join("clients");
-        (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")))
+        (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        )
     }
 
     /// Creates a CA and a token-signing key; refuses to overwrite an existing CA.
@@ -365,10 +371,8 @@ impl PkiDir {
     pub fn token_signer(&self) -> Result<crate::auth::TokenSigner, PkiError> {
         let path = self.token_key();
         let hex = read(&path)?;
-        crate::auth::TokenSigner::from_hex(hex.trim()).map_err(|e| PkiError::Certificate(format!(
-            "{}: {e}",
-            path.display()
-        )))
+        crate::auth::TokenSigner::from_hex(hex.trim())
+            .map_err(|e| PkiError::Certificate(format!("{}: {e}", path.display())))
     }
 }
 
@@ -383,19 +387,28 @@ mod tests {
         let pki = PkiDir::new(&dir);
         pki.init("Test CA").unwrap();
         assert!(matches!(pki.init("again"), Err(PkiError::AlreadyExists(_))));
-        pki.issue_server(&["localhost".into(), "127.0.0.1".into()], 30).unwrap();
+        pki.issue_server(&["localhost".into(), "127.0.0.1".into()], 30)
+            .unwrap();
         pki.issue_client("hospital-a", 30).unwrap();
         assert!(pki.issue_client("../evil", 30).is_err());
         let ca = pki.ca().unwrap();
         let (csr, _key) = generate_csr("ignored-name").unwrap();
-        let pem = ca.sign_client_csr(&csr, "hospital-b", Validity::days(1)).unwrap();
+        let pem = ca
+            .sign_client_csr(&csr, "hospital-b", Validity::days(1))
+            .unwrap();
         assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
-        assert!(ca.sign_client_csr("not a csr", "x", Validity::days(1)).is_err());
+        assert!(
+            ca.sign_client_csr("not a csr", "x", Validity::days(1))
+                .is_err()
+        );
         pki.token_signer().unwrap();
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(dir.join("ca.key")).unwrap().permissions().mode();
+            let mode = fs::metadata(dir.join("ca.key"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o077, 0);
         }
         fs::remove_dir_all(&dir).unwrap();

@@ -67,16 +67,26 @@ impl Server {
         );
         let pki = PkiDir::new(&config.pki_dir);
         let ca = pki.ca().map_err(|e| {
-            StartError(format!("{e}; run `cohort pki init --dir {}` first", config.pki_dir.display()))
+            StartError(format!(
+                "{e}; run `cohort pki init --dir {}` first",
+                config.pki_dir.display()
+            ))
         })?;
         let tokens = pki.token_signer().map_err(|e| StartError(e.to_string()))?;
         let tls = if config.insecure_http {
-            tracing::warn!("--insecure-http: serving PLAIN HTTP. Tokens, certificates and updates travel unencrypted; never use this outside development");
+            tracing::warn!(
+                "--insecure-http: serving PLAIN HTTP. Tokens, certificates and updates travel unencrypted; never use this outside development"
+            );
             None
         } else {
             Some(
-                TlsServer::load(&pki.server_cert(), &pki.server_key(), &pki.ca_cert(), config.tls12)
-                    .map_err(|e| StartError(format!("{e}; run `cohort pki issue-server`")))?,
+                TlsServer::load(
+                    &pki.server_cert(),
+                    &pki.server_key(),
+                    &pki.ca_cert(),
+                    config.tls12,
+                )
+                .map_err(|e| StartError(format!("{e}; run `cohort pki issue-server`")))?,
             )
         };
         let metrics = Arc::new(Metrics::default());
@@ -93,7 +103,10 @@ impl Server {
             service,
             tokens: Arc::new(tokens),
             metrics,
-            limiter: Arc::new(RateLimiter::new(config.rate_limit_per_s, config.rate_limit_burst)),
+            limiter: Arc::new(RateLimiter::new(
+                config.rate_limit_per_s,
+                config.rate_limit_burst,
+            )),
             max_json_bytes: config.max_json_bytes,
             max_body_bytes: config.max_body_bytes,
         };

@@ -141,7 +141,10 @@ impl TlsServer {
         allow_tls12: bool,
     ) -> Result<Self, TlsSetupError> {
         let err = |p: &Path, e: &dyn std::fmt::Display| {
-            TlsSetupError(format!("{}: {e} (create it with `cohort pki`)", p.display()))
+            TlsSetupError(format!(
+                "{}: {e} (create it with `cohort pki`)",
+                p.display()
+            ))
         };
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
             .map_err(|e| err(cert, &e))?
@@ -220,7 +223,9 @@ fn describe_cert_error(e: &rustls::Error) -> String {
             "the client certificate was not issued by this federation's CA".into()
         }
         rustls::Error::InvalidCertificate(C::Revoked) => "the client certificate is revoked".into(),
-        rustls::Error::InvalidCertificate(other) => format!("the client certificate is invalid: {other:?}"),
+        rustls::Error::InvalidCertificate(other) => {
+            format!("the client certificate is invalid: {other:?}")
+        }
         other => format!("the client certificate could not be verified: {other}"),
     }
 }
@@ -262,7 +267,9 @@ pub async fn serve(
             match tls {
                 Some(tls) => {
                     let stream =
-                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(tcp)).await {
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(tcp))
+                            .await
+                        {
                             Ok(Ok(s)) => s,
                             Ok(Err(e)) => {
                                 tracing::debug!(%remote, error = %e, "TLS handshake failed");

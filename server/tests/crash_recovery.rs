@@ -34,7 +34,11 @@ impl ServerProcess {
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).unwrap();
-        let url = line.trim().strip_prefix("listening on ").expect(&line).to_owned();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .expect(&line)
+            .to_owned();
         Self { child, url }
     }
 
@@ -53,7 +57,12 @@ impl Drop for ServerProcess {
 }
 
 async fn get(c: &reqwest::Client, url: &str, path: &str, token: &str) -> Value {
-    let r = c.get(format!("{url}{path}")).bearer_auth(token).send().await.unwrap();
+    let r = c
+        .get(format!("{url}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK, "{path}");
     r.json().await.unwrap()
 }
@@ -72,13 +81,24 @@ async fn ledger_survives_kill_9_mid_round() {
     let a = world.client(Some((&ca, &ka)));
     let b = world.client(Some((&cb, &kb)));
     for client in [&a, &b] {
-        client.get(format!("{url}/v1/federations/fed/task")).send().await.unwrap();
+        client
+            .get(format!("{url}/v1/federations/fed/task"))
+            .send()
+            .await
+            .unwrap();
     }
-    let open = c.post(format!("{url}/v1/federations/fed/rounds")).bearer_auth(&world.admin).send().await.unwrap();
+    let open = c
+        .post(format!("{url}/v1/federations/fed/rounds"))
+        .bearer_auth(&world.admin)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(open.status(), StatusCode::CREATED);
     // One of two updates arrives, then the server dies.
     let up = a
-        .put(format!("{url}/v1/federations/fed/rounds/1/update?num_examples=4"))
+        .put(format!(
+            "{url}/v1/federations/fed/rounds/1/update?num_examples=4"
+        ))
         .header("content-type", "application/vnd.cohort.vector")
         .body(encode_f32(&[9.0, 9.0, 9.0]))
         .send()
@@ -97,10 +117,15 @@ async fn ledger_survives_kill_9_mid_round() {
     assert_eq!(after, before, "every ledger entry survives");
     let round = get(&c, &url, "/v1/federations/fed/rounds/1", &world.viewer).await;
     assert_eq!(round["state"], "aborted");
-    assert!(round["abort_reason"].as_str().unwrap().contains("restart"), "{round}");
+    assert!(
+        round["abort_reason"].as_str().unwrap().contains("restart"),
+        "{round}"
+    );
     // The update that arrived before the crash is never used, and cannot be resent.
     let resent = a
-        .put(format!("{url}/v1/federations/fed/rounds/1/update?num_examples=4"))
+        .put(format!(
+            "{url}/v1/federations/fed/rounds/1/update?num_examples=4"
+        ))
         .header("content-type", "application/vnd.cohort.vector")
         .body(encode_f32(&[9.0, 9.0, 9.0]))
         .send()
@@ -109,10 +134,24 @@ async fn ledger_survives_kill_9_mid_round() {
     problem(resent, 409).await;
     // The next round starts from the last committed model (version 0).
     for client in [&a, &b] {
-        client.get(format!("{url}/v1/federations/fed/task")).send().await.unwrap();
+        client
+            .get(format!("{url}/v1/federations/fed/task"))
+            .send()
+            .await
+            .unwrap();
     }
-    let open = c.post(format!("{url}/v1/federations/fed/rounds")).bearer_auth(&world.admin).send().await.unwrap();
-    assert_eq!(open.status(), StatusCode::CREATED, "{:?}", open.text().await);
+    let open = c
+        .post(format!("{url}/v1/federations/fed/rounds"))
+        .bearer_auth(&world.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        open.status(),
+        StatusCode::CREATED,
+        "{:?}",
+        open.text().await
+    );
     let r2: Value = get(&c, &url, "/v1/federations/fed/rounds/2", &world.viewer).await;
     assert_eq!(r2["base_model_version"], 0);
     let latest = c
@@ -121,10 +160,16 @@ async fn ledger_survives_kill_9_mid_round() {
         .send()
         .await
         .unwrap();
-    assert_eq!(read_f32_safetensors(&latest.bytes().await.unwrap()), w0.to_vec());
+    assert_eq!(
+        read_f32_safetensors(&latest.bytes().await.unwrap()),
+        w0.to_vec()
+    );
     let budgets = get(&c, &url, "/v1/federations/fed/budgets", &world.viewer).await;
     for client in budgets["clients"].as_array().unwrap() {
-        assert_eq!(client["rounds"], 2, "round 2 was charged on top of the aborted round 1");
+        assert_eq!(
+            client["rounds"], 2,
+            "round 2 was charged on top of the aborted round 1"
+        );
     }
     drop(server);
 }

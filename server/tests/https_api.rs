@@ -13,30 +13,61 @@ use serde_json::{Value, json};
 const W0: [f32; 6] = [0.5, -1.0, 2.0, 0.0, 3.25, -0.75];
 
 async fn poll(c: &reqwest::Client, url: &str, fed: &str) -> (reqwest::header::HeaderMap, Value) {
-    let resp = c.get(format!("{url}/v1/federations/{fed}/task")).send().await.unwrap();
+    let resp = c
+        .get(format!("{url}/v1/federations/{fed}/task"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let h = resp.headers().clone();
     (h, resp.json().await.unwrap())
 }
 
-async fn upload(c: &reqwest::Client, url: &str, fed: &str, round: u64, n: u64, body: Vec<u8>) -> reqwest::Response {
-    c.put(format!("{url}/v1/federations/{fed}/rounds/{round}/update?num_examples={n}"))
-        .header("content-type", "application/vnd.cohort.vector")
-        .body(body)
-        .send()
-        .await
-        .unwrap()
+async fn upload(
+    c: &reqwest::Client,
+    url: &str,
+    fed: &str,
+    round: u64,
+    n: u64,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    c.put(format!(
+        "{url}/v1/federations/{fed}/rounds/{round}/update?num_examples={n}"
+    ))
+    .header("content-type", "application/vnd.cohort.vector")
+    .body(body)
+    .send()
+    .await
+    .unwrap()
 }
 
 async fn get_json(c: &reqwest::Client, url: &str, path: &str, token: &str) -> Value {
-    let resp = c.get(format!("{url}{path}")).bearer_auth(token).send().await.unwrap();
+    let resp = c
+        .get(format!("{url}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK, "{path}");
     resp.json().await.unwrap()
 }
 
-async fn wait_round_state(c: &reqwest::Client, url: &str, fed: &str, round: u64, token: &str, want: &str) -> Value {
+async fn wait_round_state(
+    c: &reqwest::Client,
+    url: &str,
+    fed: &str,
+    round: u64,
+    token: &str,
+    want: &str,
+) -> Value {
     for _ in 0..100 {
-        let r = get_json(c, url, &format!("/v1/federations/{fed}/rounds/{round}"), token).await;
+        let r = get_json(
+            c,
+            url,
+            &format!("/v1/federations/{fed}/rounds/{round}"),
+            token,
+        )
+        .await;
         if r["state"] == want {
             return r;
         }
@@ -52,7 +83,12 @@ async fn three_client_fedavg_round_gives_the_weighted_mean() {
     let url = server.url.clone();
     let admin = world.client(None);
     let resp = create_federation(&admin, &url, &world.admin, "avg", &W0, training_config(3)).await;
-    assert_eq!(resp.status(), StatusCode::CREATED, "{:?}", resp.text().await);
+    assert_eq!(
+        resp.status(),
+        StatusCode::CREATED,
+        "{:?}",
+        resp.text().await
+    );
 
     let counts = [10u64, 20, 70];
     let deltas: [[f32; 6]; 3] = [
@@ -75,7 +111,12 @@ async fn three_client_fedavg_round_gives_the_weighted_mean() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), StatusCode::CREATED, "{:?}", resp.text().await);
+    assert_eq!(
+        resp.status(),
+        StatusCode::CREATED,
+        "{:?}",
+        resp.text().await
+    );
     let round: Value = resp.json().await.unwrap();
     assert_eq!(round["participants"].as_array().unwrap().len(), 3);
 
@@ -91,10 +132,20 @@ async fn three_client_fedavg_round_gives_the_weighted_mean() {
         assert_eq!(task["kind"], "train", "{task}");
         assert_eq!(task["round"], 1);
         assert_eq!(task["num_params"], 6);
-        let model = c.get(format!("{url}/v1/federations/avg/models/{}", task["model_version"])).send().await.unwrap();
+        let model = c
+            .get(format!(
+                "{url}/v1/federations/avg/models/{}",
+                task["model_version"]
+            ))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(model.status(), StatusCode::OK);
         let etag = model.headers()["etag"].clone();
-        assert_eq!(read_f32_safetensors(&model.bytes().await.unwrap()), W0.to_vec());
+        assert_eq!(
+            read_f32_safetensors(&model.bytes().await.unwrap()),
+            W0.to_vec()
+        );
         let again = c
             .get(format!("{url}/v1/federations/avg/models/0"))
             .header("if-none-match", etag)
@@ -112,7 +163,9 @@ async fn three_client_fedavg_round_gives_the_weighted_mean() {
     let total: f64 = counts.iter().map(|&n| n as f64).sum();
     let expected: Vec<f32> = (0..6)
         .map(|j| {
-            let s: f64 = (0..3).map(|i| counts[i] as f64 * f64::from(deltas[i][j])).sum();
+            let s: f64 = (0..3)
+                .map(|i| counts[i] as f64 * f64::from(deltas[i][j]))
+                .sum();
             (f64::from(W0[j]) + s / total) as f32
         })
         .collect();
@@ -124,11 +177,22 @@ async fn three_client_fedavg_round_gives_the_weighted_mean() {
         .unwrap();
     assert_eq!(latest.headers()["cohort-model-version"], "1");
     let got = read_f32_safetensors(&latest.bytes().await.unwrap());
-    assert_eq!(got, expected, "FedAvg must be exactly the sample-weighted mean");
+    assert_eq!(
+        got, expected,
+        "FedAvg must be exactly the sample-weighted mean"
+    );
 
-    let metrics = admin.get(format!("{url}/metrics")).bearer_auth(&world.viewer).send().await.unwrap();
+    let metrics = admin
+        .get(format!("{url}/metrics"))
+        .bearer_auth(&world.viewer)
+        .send()
+        .await
+        .unwrap();
     let text = metrics.text().await.unwrap();
-    assert!(text.contains("cohort_rounds_total{outcome=\"completed\"} 1"), "{text}");
+    assert!(
+        text.contains("cohort_rounds_total{outcome=\"completed\"} 1"),
+        "{text}"
+    );
     assert!(text.contains("cohort_uploads_total{result=\"accepted\"} 3"));
     server.stop().await;
 }
@@ -142,7 +206,9 @@ async fn bad_input_gets_a_problem_document_and_changes_nothing() {
     let url = server.url.clone();
     let admin = world.client(None);
     assert_eq!(
-        create_federation(&admin, &url, &world.admin, "fed", &W0, training_config(2)).await.status(),
+        create_federation(&admin, &url, &world.admin, "fed", &W0, training_config(2))
+            .await
+            .status(),
         StatusCode::CREATED
     );
     let (cert_a, key_a) = enrol(&world, &url, "fed", "a", 5).await;
@@ -153,7 +219,12 @@ async fn bad_input_gets_a_problem_document_and_changes_nothing() {
     poll(&b, &url, "fed").await;
 
     // Round 1 takes both clients; the bad uploads below are all aimed at it.
-    let open = admin.post(format!("{url}/v1/federations/fed/rounds")).bearer_auth(&world.admin).send().await.unwrap();
+    let open = admin
+        .post(format!("{url}/v1/federations/fed/rounds"))
+        .bearer_auth(&world.admin)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(open.status(), StatusCode::CREATED);
     let good = encode_f32(&[0.0; 6]);
 
@@ -177,12 +248,36 @@ async fn bad_input_gets_a_problem_document_and_changes_nothing() {
         .unwrap();
     problem(resp, 422).await;
     // Wrong vector length.
-    problem(upload(&a, &url, "fed", 1, 5, encode_f32(&[0.0; 5])).await, 422).await;
+    problem(
+        upload(&a, &url, "fed", 1, 5, encode_f32(&[0.0; 5])).await,
+        422,
+    )
+    .await;
     // Wrong dtype.
-    problem(upload(&a, &url, "fed", 1, 5, encode_f64(&[0.0; 6])).await, 422).await;
+    problem(
+        upload(&a, &url, "fed", 1, 5, encode_f64(&[0.0; 6])).await,
+        422,
+    )
+    .await;
     // NaN and infinity.
-    problem(upload(&a, &url, "fed", 1, 5, encode_f32(&[0.0, f32::NAN, 0.0, 0.0, 0.0, 0.0])).await, 422).await;
-    problem(upload(&a, &url, "fed", 1, 5, encode_f32(&[f32::INFINITY; 6])).await, 422).await;
+    problem(
+        upload(
+            &a,
+            &url,
+            "fed",
+            1,
+            5,
+            encode_f32(&[0.0, f32::NAN, 0.0, 0.0, 0.0, 0.0]),
+        )
+        .await,
+        422,
+    )
+    .await;
+    problem(
+        upload(&a, &url, "fed", 1, 5, encode_f32(&[f32::INFINITY; 6])).await,
+        422,
+    )
+    .await;
     // A corrupted frame.
     let mut corrupt = good.clone();
     corrupt[20] ^= 0xff;
@@ -190,8 +285,26 @@ async fn bad_input_gets_a_problem_document_and_changes_nothing() {
     // Unknown federation and unknown round.
     problem(upload(&a, &url, "nope", 1, 5, good.clone()).await, 404).await;
     problem(upload(&a, &url, "fed", 9, 5, good.clone()).await, 404).await;
-    problem(admin.get(format!("{url}/v1/federations/nope")).bearer_auth(&world.viewer).send().await.unwrap(), 404).await;
-    problem(admin.get(format!("{url}/v1/federations/fed/rounds/0")).bearer_auth(&world.viewer).send().await.unwrap(), 400).await;
+    problem(
+        admin
+            .get(format!("{url}/v1/federations/nope"))
+            .bearer_auth(&world.viewer)
+            .send()
+            .await
+            .unwrap(),
+        404,
+    )
+    .await;
+    problem(
+        admin
+            .get(format!("{url}/v1/federations/fed/rounds/0"))
+            .bearer_auth(&world.viewer)
+            .send()
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
     // Oversized body.
     problem(upload(&a, &url, "fed", 1, 5, vec![0u8; 8192]).await, 413).await;
 
@@ -200,10 +313,16 @@ async fn bad_input_gets_a_problem_document_and_changes_nothing() {
     assert_eq!(r["accepted"], 0);
 
     // A duplicate upload.
-    assert_eq!(upload(&a, &url, "fed", 1, 5, good.clone()).await.status(), StatusCode::OK);
+    assert_eq!(
+        upload(&a, &url, "fed", 1, 5, good.clone()).await.status(),
+        StatusCode::OK
+    );
     let dup = problem(upload(&a, &url, "fed", 1, 5, good.clone()).await, 409).await;
     assert_eq!(dup["type"], "urn:cohort:problem:duplicate-upload");
-    assert_eq!(upload(&b, &url, "fed", 1, 5, good.clone()).await.status(), StatusCode::OK);
+    assert_eq!(
+        upload(&b, &url, "fed", 1, 5, good.clone()).await.status(),
+        StatusCode::OK
+    );
     wait_round_state(&admin, &url, "fed", 1, &world.viewer, "completed").await;
 
     // Late: round 1 has closed.
@@ -212,12 +331,20 @@ async fn bad_input_gets_a_problem_document_and_changes_nothing() {
     // Replayed from an earlier round once round 2 is open.
     poll(&a, &url, "fed").await;
     poll(&b, &url, "fed").await;
-    let open = admin.post(format!("{url}/v1/federations/fed/rounds")).bearer_auth(&world.admin).send().await.unwrap();
+    let open = admin
+        .post(format!("{url}/v1/federations/fed/rounds"))
+        .bearer_auth(&world.admin)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(open.status(), StatusCode::CREATED);
     let replay = problem(upload(&a, &url, "fed", 1, 5, good.clone()).await, 409).await;
     assert_eq!(replay["type"], "urn:cohort:problem:replayed-upload");
     let r2 = get_json(&admin, &url, "/v1/federations/fed/rounds/2", &world.viewer).await;
-    assert_eq!(r2["accepted"], 0, "a replayed update must never enter another round");
+    assert_eq!(
+        r2["accepted"], 0,
+        "a replayed update must never enter another round"
+    );
 
     // No certificate, a foreign CA's certificate, an expired certificate.
     let none = world.client(None);
@@ -225,7 +352,13 @@ async fn bad_input_gets_a_problem_document_and_changes_nothing() {
     let (fc, fk) = foreign_identity("a");
     let foreign = world.client(Some((&fc, &fk)));
     let p = problem(upload(&foreign, &url, "fed", 2, 5, good.clone()).await, 401).await;
-    assert!(p["detail"].as_str().unwrap().contains("not issued by this federation's CA"), "{p}");
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not issued by this federation's CA"),
+        "{p}"
+    );
     let now = std::time::SystemTime::now();
     let expired = world
         .ca()
@@ -238,19 +371,50 @@ async fn bad_input_gets_a_problem_document_and_changes_nothing() {
         )
         .unwrap();
     let old = world.client(Some((&expired.cert_pem, &expired.key_pem)));
-    let p = problem(old.get(format!("{url}/v1/federations/fed/task")).send().await.unwrap(), 401).await;
+    let p = problem(
+        old.get(format!("{url}/v1/federations/fed/task"))
+            .send()
+            .await
+            .unwrap(),
+        401,
+    )
+    .await;
     assert!(p["detail"].as_str().unwrap().contains("expired"), "{p}");
     // A valid certificate of this CA that was never enrolled.
-    let stray = world.ca().issue_client("stray", cohort_server::pki::Validity::days(1)).unwrap();
+    let stray = world
+        .ca()
+        .issue_client("stray", cohort_server::pki::Validity::days(1))
+        .unwrap();
     let stray = world.client(Some((&stray.cert_pem, &stray.key_pem)));
     problem(upload(&stray, &url, "fed", 2, 5, good.clone()).await, 403).await;
     let r2 = get_json(&admin, &url, "/v1/federations/fed/rounds/2", &world.viewer).await;
     assert_eq!(r2["accepted"], 0);
 
     // Tokens: none, forged, and the wrong role.
-    problem(admin.get(format!("{url}/v1/federations")).send().await.unwrap(), 401).await;
-    problem(admin.get(format!("{url}/v1/federations")).bearer_auth("cohort1.e30.AAAA").send().await.unwrap(), 401).await;
-    problem(none.get(format!("{url}/metrics")).send().await.unwrap(), 401).await;
+    problem(
+        admin
+            .get(format!("{url}/v1/federations"))
+            .send()
+            .await
+            .unwrap(),
+        401,
+    )
+    .await;
+    problem(
+        admin
+            .get(format!("{url}/v1/federations"))
+            .bearer_auth("cohort1.e30.AAAA")
+            .send()
+            .await
+            .unwrap(),
+        401,
+    )
+    .await;
+    problem(
+        none.get(format!("{url}/metrics")).send().await.unwrap(),
+        401,
+    )
+    .await;
 
     server.stop().await;
 }
@@ -262,37 +426,86 @@ async fn a_viewer_cannot_change_anything() {
     let url = server.url.clone();
     let c = world.client(None);
     assert_eq!(
-        create_federation(&c, &url, &world.admin, "fed", &W0, training_config(1)).await.status(),
+        create_federation(&c, &url, &world.admin, "fed", &W0, training_config(1))
+            .await
+            .status(),
         StatusCode::CREATED
     );
     enrol(&world, &url, "fed", "a", 5).await;
     let before_feds = get_json(&c, &url, "/v1/federations", &world.viewer).await;
     let before_clients = get_json(&c, &url, "/v1/federations/fed/clients", &world.viewer).await;
 
-    let p = problem(create_federation(&c, &url, &world.viewer, "other", &W0, training_config(1)).await, 403).await;
+    let p = problem(
+        create_federation(&c, &url, &world.viewer, "other", &W0, training_config(1)).await,
+        403,
+    )
+    .await;
     assert!(p["detail"].as_str().unwrap().contains("admin"));
     problem(
-        c.post(format!("{url}/v1/federations/fed/clients")).bearer_auth(&world.viewer).json(&json!({"name": "b"})).send().await.unwrap(),
+        c.post(format!("{url}/v1/federations/fed/clients"))
+            .bearer_auth(&world.viewer)
+            .json(&json!({"name": "b"}))
+            .send()
+            .await
+            .unwrap(),
         403,
     )
     .await;
     problem(
-        c.post(format!("{url}/v1/federations/fed/clients/a/revoke")).bearer_auth(&world.viewer).send().await.unwrap(),
+        c.post(format!("{url}/v1/federations/fed/clients/a/revoke"))
+            .bearer_auth(&world.viewer)
+            .send()
+            .await
+            .unwrap(),
         403,
     )
     .await;
-    problem(c.post(format!("{url}/v1/federations/fed/rounds")).bearer_auth(&world.viewer).send().await.unwrap(), 403).await;
-    problem(c.delete(format!("{url}/v1/federations/fed")).bearer_auth(&world.viewer).send().await.unwrap(), 405).await;
+    problem(
+        c.post(format!("{url}/v1/federations/fed/rounds"))
+            .bearer_auth(&world.viewer)
+            .send()
+            .await
+            .unwrap(),
+        403,
+    )
+    .await;
+    problem(
+        c.delete(format!("{url}/v1/federations/fed"))
+            .bearer_auth(&world.viewer)
+            .send()
+            .await
+            .unwrap(),
+        405,
+    )
+    .await;
 
-    assert_eq!(get_json(&c, &url, "/v1/federations", &world.viewer).await, before_feds);
-    assert_eq!(get_json(&c, &url, "/v1/federations/fed/clients", &world.viewer).await, before_clients);
+    assert_eq!(
+        get_json(&c, &url, "/v1/federations", &world.viewer).await,
+        before_feds
+    );
+    assert_eq!(
+        get_json(&c, &url, "/v1/federations/fed/clients", &world.viewer).await,
+        before_clients
+    );
     let rounds = get_json(&c, &url, "/v1/federations/fed/rounds", &world.viewer).await;
     assert!(rounds.as_array().unwrap().is_empty());
 
     // The admin can do what the viewer could not; a revoked client is refused.
-    let resp = c.post(format!("{url}/v1/federations/fed/clients/a/revoke")).bearer_auth(&world.admin).send().await.unwrap();
+    let resp = c
+        .post(format!("{url}/v1/federations/fed/clients/a/revoke"))
+        .bearer_auth(&world.admin)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    let doc = c.get(format!("{url}/openapi.json")).send().await.unwrap().json::<Value>().await.unwrap();
+    let doc = c
+        .get(format!("{url}/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
     assert!(doc["paths"]["/v1/federations/{fed}/rounds/{round}/update"]["put"].is_object());
     let health = c.get(format!("{url}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);

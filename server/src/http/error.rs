@@ -53,22 +53,58 @@ impl ApiError {
 
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
-            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "malformed-request", "Malformed request"),
-            Self::InvalidInput(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid-input", "Invalid input"),
-            Self::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated", "Authentication required"),
+            Self::BadRequest(_) => (
+                StatusCode::BAD_REQUEST,
+                "malformed-request",
+                "Malformed request",
+            ),
+            Self::InvalidInput(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-input",
+                "Invalid input",
+            ),
+            Self::Unauthenticated(_) => (
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "Authentication required",
+            ),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
-            Self::Conflict { slug, .. } => (StatusCode::CONFLICT, slug, "Conflict with the current state"),
-            Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large"),
+            Self::Conflict { slug, .. } => (
+                StatusCode::CONFLICT,
+                slug,
+                "Conflict with the current state",
+            ),
+            Self::PayloadTooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Payload too large",
+            ),
             Self::UnsupportedMediaType(_) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-media-type",
                 "Unsupported media type",
             ),
-            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed"),
-            Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many requests"),
-            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
-            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal server error"),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+            ),
+            Self::TooManyRequests { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
+            ),
+            Self::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Service unavailable",
+            ),
+            Self::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal server error",
+            ),
         }
     }
 
@@ -83,11 +119,15 @@ impl ApiError {
             | Self::UnsupportedMediaType(d)
             | Self::Unavailable(d) => d.clone(),
             Self::Conflict { detail, .. } => detail.clone(),
-            Self::MethodNotAllowed => "this route does not accept that method; see /openapi.json".into(),
+            Self::MethodNotAllowed => {
+                "this route does not accept that method; see /openapi.json".into()
+            }
             Self::TooManyRequests { retry_after_s } => {
                 format!("rate limit exceeded; retry after {retry_after_s} s")
             }
-            Self::Internal(_) => "the server failed to process the request; the error was logged".into(),
+            Self::Internal(_) => {
+                "the server failed to process the request; the error was logged".into()
+            }
         }
     }
 
@@ -153,14 +193,23 @@ mod tests {
         let resp = ApiError::internal("SQLITE_CORRUPT at /var/lib/secret.db").into_response();
         assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(resp.headers()[header::CONTENT_TYPE], CONTENT_TYPE);
-        let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
         let text = String::from_utf8(body.to_vec()).unwrap();
-        assert!(!text.contains("secret") && !text.contains("SQLITE"), "{text}");
+        assert!(
+            !text.contains("secret") && !text.contains("SQLITE"),
+            "{text}"
+        );
     }
 
     #[test]
     fn conflicts_carry_their_slug() {
-        let p = ApiError::Conflict { slug: "late-upload", detail: "x".into() }.problem();
+        let p = ApiError::Conflict {
+            slug: "late-upload",
+            detail: "x".into(),
+        }
+        .problem();
         assert_eq!(p.kind, "urn:cohort:problem:late-upload");
         assert_eq!(p.status, 409);
     }

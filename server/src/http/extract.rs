@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection};
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::header;
@@ -60,47 +59,10 @@ impl<T: Serialize> IntoResponse for ApiJson<T> {
     }
 }
 
-/// A raw body of an expected media type; too large → 413, wrong type → 415.
-#[derive(Debug, Clone)]
-pub struct ApiBody<const KIND: u8>(pub Bytes);
-
-/// [`ApiBody`] kind: a vector frame (`application/vnd.cohort.vector` or octet-stream).
-pub const VECTOR: u8 = 0;
-/// [`ApiBody`] kind: safetensors (`application/vnd.safetensors` or octet-stream).
-pub const SAFETENSORS: u8 = 1;
-
 /// The media type of a vector frame.
 pub const VECTOR_MEDIA_TYPE: &str = "application/vnd.cohort.vector";
 /// The media type of safetensors model weights.
 pub const SAFETENSORS_MEDIA_TYPE: &str = "application/vnd.safetensors";
-
-impl<S: Send + Sync, const KIND: u8> FromRequest<S> for ApiBody<KIND> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let expected = if KIND == VECTOR {
-            VECTOR_MEDIA_TYPE
-        } else {
-            SAFETENSORS_MEDIA_TYPE
-        };
-        let ct = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let base = ct.split(';').next().unwrap_or("").trim();
-        if base != expected && base != "application/octet-stream" {
-            return Err(ApiError::UnsupportedMediaType(format!(
-                "send the body as Content-Type: {expected} (got {:?})",
-                if base.is_empty() { "nothing" } else { base }
-            )));
-        }
-        Bytes::from_request(req, state)
-            .await
-            .map(Self)
-            .map_err(bytes_rejection)
-    }
-}
 
 /// A typed path; a segment that does not parse (e.g. round `0`) is a 400 problem.
 #[derive(Debug)]

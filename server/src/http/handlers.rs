@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{Admin, ApiJson, ApiPath, ApiQuery, ClientCert, Reader, Viewer};
-use crate::domain::{ClientId, Federation, FederationId, FederationState, RoundNumber, VersionNumber};
+use crate::domain::{
+    ClientId, Federation, FederationId, FederationState, RoundNumber, VersionNumber,
+};
 use crate::service::CreateFederation;
 
 type ApiResult<T> = Result<ApiJson<T>, ApiError>;
@@ -68,7 +70,10 @@ pub async fn openapi() -> ApiJson<serde_json::Value> {
 }
 
 /// `GET /v1/federations` (viewer).
-pub async fn list_federations(State(s): State<AppState>, _: Viewer) -> ApiResult<Vec<FederationView>> {
+pub async fn list_federations(
+    State(s): State<AppState>,
+    _: Viewer,
+) -> ApiResult<Vec<FederationView>> {
     let feds = s.service.federations().await?;
     Ok(ApiJson(feds.into_iter().map(Into::into).collect()))
 }
@@ -108,7 +113,9 @@ pub async fn create_federation(
                 })?;
                 spec = Some(parsed);
             }
-            Some("weights") => weights = Some(field.bytes().await.map_err(multipart_error)?.to_vec()),
+            Some("weights") => {
+                weights = Some(field.bytes().await.map_err(multipart_error)?.to_vec())
+            }
             other => {
                 return Err(ApiError::BadRequest(format!(
                     "unexpected part {other:?}; send \"federation\" (JSON) and \"weights\" (safetensors)"
@@ -116,8 +123,10 @@ pub async fn create_federation(
             }
         }
     }
-    let spec = spec.ok_or_else(|| ApiError::BadRequest("the \"federation\" part is missing".into()))?;
-    let weights = weights.ok_or_else(|| ApiError::BadRequest("the \"weights\" part is missing".into()))?;
+    let spec =
+        spec.ok_or_else(|| ApiError::BadRequest("the \"federation\" part is missing".into()))?;
+    let weights =
+        weights.ok_or_else(|| ApiError::BadRequest("the \"weights\" part is missing".into()))?;
     let fed = s.service.create_federation(spec, weights).await?;
     Ok((StatusCode::CREATED, ApiJson(fed.into())))
 }
@@ -185,7 +194,10 @@ pub async fn open_round(
     _: Admin,
     ApiPath(fed): ApiPath<FederationId>,
 ) -> Result<(StatusCode, ApiJson<RoundView>), ApiError> {
-    Ok((StatusCode::CREATED, ApiJson(s.service.open_round(&fed).await?)))
+    Ok((
+        StatusCode::CREATED,
+        ApiJson(s.service.open_round(&fed).await?),
+    ))
 }
 
 /// `GET /v1/federations/{fed}/rounds/{round}` (viewer).
@@ -212,7 +224,10 @@ pub async fn poll_task(
     ApiPath(fed): ApiPath<FederationId>,
     ApiQuery(q): ApiQuery<PollQuery>,
 ) -> Result<Response, ApiError> {
-    let poll = s.service.poll_task(&fed, &cert.fingerprint, q.sample_count).await?;
+    let poll = s
+        .service
+        .poll_task(&fed, &cert.fingerprint, q.sample_count)
+        .await?;
     let mut resp = ApiJson(&poll).into_response();
     if let TaskPoll::Wait { retry_after_s } = poll {
         resp.headers_mut()
@@ -274,7 +289,9 @@ pub async fn get_model(
         None
     } else {
         let n: u64 = version.parse().map_err(|_| {
-            ApiError::BadRequest(format!("model version must be a number or \"latest\", got {version:?}"))
+            ApiError::BadRequest(format!(
+                "model version must be a number or \"latest\", got {version:?}"
+            ))
         })?;
         Some(VersionNumber::new(n)?)
     };
@@ -287,22 +304,22 @@ pub async fn get_model(
     let etag_value = HeaderValue::from_str(&etag).map_err(ApiError::internal)?;
     let version_value = HeaderValue::from(mv.version.get());
     if matches {
-        return Ok((
-            StatusCode::NOT_MODIFIED,
-            [(header::ETAG, etag_value)],
-        )
-            .into_response());
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value)]).into_response());
     }
     s.metrics.model_downloaded(bytes.len());
     let mut resp = (
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static(super::extract::SAFETENSORS_MEDIA_TYPE)),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(super::extract::SAFETENSORS_MEDIA_TYPE),
+            ),
             (header::ETAG, etag_value),
         ],
         bytes,
     )
         .into_response();
-    resp.headers_mut().insert("cohort-model-version", version_value);
+    resp.headers_mut()
+        .insert("cohort-model-version", version_value);
     Ok(resp)
 }
 

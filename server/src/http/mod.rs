@@ -72,13 +72,19 @@ pub fn app(state: AppState) -> Router {
             "/v1/federations/{fed}/rounds",
             get(handlers::list_rounds).post(handlers::open_round),
         )
-        .route("/v1/federations/{fed}/rounds/{round}", get(handlers::get_round))
+        .route(
+            "/v1/federations/{fed}/rounds/{round}",
+            get(handlers::get_round),
+        )
         .route(
             "/v1/federations/{fed}/rounds/{round}/update",
             put(handlers::upload_update),
         )
         .route("/v1/federations/{fed}/task", get(handlers::poll_task))
-        .route("/v1/federations/{fed}/models/{version}", get(handlers::get_model))
+        .route(
+            "/v1/federations/{fed}/models/{version}",
+            get(handlers::get_model),
+        )
         .route("/v1/federations/{fed}/budgets", get(handlers::get_budgets))
         .route_layer(middleware::from_fn_with_state(state.clone(), rate_limit));
     Router::new()

@@ -9,7 +9,14 @@ pub const OPERATIONS: &[(&str, &str, &str, &str, Option<&str>, u16)] = &[
     ("get", "/healthz", "Liveness check", "anyone", None, 200),
     ("get", "/metrics", "Prometheus metrics", "viewer", None, 200),
     ("get", "/openapi.json", "This document", "anyone", None, 200),
-    ("get", "/v1/federations", "List federations", "viewer", None, 200),
+    (
+        "get",
+        "/v1/federations",
+        "List federations",
+        "viewer",
+        None,
+        200,
+    ),
     (
         "post",
         "/v1/federations",
@@ -18,8 +25,22 @@ pub const OPERATIONS: &[(&str, &str, &str, &str, Option<&str>, u16)] = &[
         Some("multipart/form-data"),
         201,
     ),
-    ("get", "/v1/federations/{fed}", "One federation", "viewer", None, 200),
-    ("get", "/v1/federations/{fed}/clients", "List clients", "viewer", None, 200),
+    (
+        "get",
+        "/v1/federations/{fed}",
+        "One federation",
+        "viewer",
+        None,
+        200,
+    ),
+    (
+        "get",
+        "/v1/federations/{fed}/clients",
+        "List clients",
+        "viewer",
+        None,
+        200,
+    ),
     (
         "post",
         "/v1/federations/{fed}/clients",
@@ -44,9 +65,30 @@ pub const OPERATIONS: &[(&str, &str, &str, &str, Option<&str>, u16)] = &[
         Some("application/json"),
         200,
     ),
-    ("get", "/v1/federations/{fed}/rounds", "List rounds", "viewer", None, 200),
-    ("post", "/v1/federations/{fed}/rounds", "Open a round now", "admin", None, 201),
-    ("get", "/v1/federations/{fed}/rounds/{round}", "One round", "viewer", None, 200),
+    (
+        "get",
+        "/v1/federations/{fed}/rounds",
+        "List rounds",
+        "viewer",
+        None,
+        200,
+    ),
+    (
+        "post",
+        "/v1/federations/{fed}/rounds",
+        "Open a round now",
+        "admin",
+        None,
+        201,
+    ),
+    (
+        "get",
+        "/v1/federations/{fed}/rounds/{round}",
+        "One round",
+        "viewer",
+        None,
+        200,
+    ),
     (
         "put",
         "/v1/federations/{fed}/rounds/{round}/update",
@@ -71,7 +113,14 @@ pub const OPERATIONS: &[(&str, &str, &str, &str, Option<&str>, u16)] = &[
         None,
         200,
     ),
-    ("get", "/v1/federations/{fed}/budgets", "Privacy spend of the federation and each client", "viewer", None, 200),
+    (
+        "get",
+        "/v1/federations/{fed}/budgets",
+        "Privacy spend of the federation and each client",
+        "viewer",
+        None,
+        200,
+    ),
 ];
 
 fn security(who: &str) -> Value {
@@ -147,8 +196,12 @@ mod tests {
         let src = include_str!("mod.rs");
         let mut out = Vec::new();
         for chunk in src.split(".route(").skip(1) {
-            let Some(rest) = chunk.trim_start().strip_prefix('"') else { continue };
-            let Some((path, tail)) = rest.split_once('"') else { continue };
+            let Some(rest) = chunk.trim_start().strip_prefix('"') else {
+                continue;
+            };
+            let Some((path, tail)) = rest.split_once('"') else {
+                continue;
+            };
             // The chunk runs to the next `.route(`, so it holds this route's method chain.
             let call = tail;
             for m in ["get", "post", "put", "delete", "patch"] {
@@ -171,7 +224,10 @@ mod tests {
             .map(|(m, p, ..)| ((*m).to_owned(), (*p).to_owned()))
             .collect();
         for r in &routes {
-            assert!(documented.contains(r), "route {r:?} is not in the OpenAPI document");
+            assert!(
+                documented.contains(r),
+                "route {r:?} is not in the OpenAPI document"
+            );
         }
         for d in &documented {
             assert!(routes.contains(d), "documented {d:?} has no route");

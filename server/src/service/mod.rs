@@ -8,12 +8,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use cohort_privacy::EpsDelta;
 use cohort_protocol::messages::{
     BudgetView, BudgetsView, ClientCreated, ClientState, ClientView, EnrolRequest, EnrolResponse,
     RoundState as WireRoundState, RoundView,
 };
-use axum::body::Bytes;
 use ring::rand::{SecureRandom, SystemRandom};
 use rustls::pki_types::pem::PemObject;
 use serde::Deserialize;
@@ -176,13 +176,15 @@ impl Service {
                 "secure_aggregation=true is not served over HTTP by this build yet (plain uploads would be refused); create the federation with \"secure_aggregation\": false".into(),
             ));
         }
-        if req.config.central_noise_multiplier() > 0.0 && req.config.strategy().needs_individual_updates() {
+        if req.config.central_noise_multiplier() > 0.0
+            && req.config.strategy().needs_individual_updates()
+        {
             return Err(ApiError::InvalidInput(
                 "central noise is added to the sum of updates; robust aggregators (median, trimmed mean) cannot be combined with it".into(),
             ));
         }
-        let (layout, _) =
-            ModelLayout::parse(&weights).map_err(|e| ApiError::InvalidInput(format!("weights: {e}")))?;
+        let (layout, _) = ModelLayout::parse(&weights)
+            .map_err(|e| ApiError::InvalidInput(format!("weights: {e}")))?;
         let new = NewFederation {
             id: req.name.clone(),
             model_spec: req.model_spec,
@@ -245,13 +247,22 @@ impl Service {
 
     /// Exchanges a one-time token and a CSR for a certificate. The CSR's subject is ignored:
     /// the certificate names the client the token was issued to.
-    pub async fn enrol(&self, fed: &FederationId, req: EnrolRequest) -> Result<EnrolResponse, ApiError> {
-        let bad_token = || ApiError::Forbidden("the enrolment token is unknown or already used".into());
+    pub async fn enrol(
+        &self,
+        fed: &FederationId,
+        req: EnrolRequest,
+    ) -> Result<EnrolResponse, ApiError> {
+        let bad_token =
+            || ApiError::Forbidden("the enrolment token is unknown or already used".into());
         let (name, _) = req.token.split_once('.').ok_or_else(bad_token)?;
         let name = ClientId::parse(name).map_err(|_| bad_token())?;
         let cert_pem = self
             .ca
-            .sign_client_csr(&req.csr_pem, name.as_str(), Validity::days(self.settings.client_cert_days))
+            .sign_client_csr(
+                &req.csr_pem,
+                name.as_str(),
+                Validity::days(self.settings.client_cert_days),
+            )
             .map_err(|e| ApiError::InvalidInput(e.to_string()))?;
         let der = rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes())
             .map_err(ApiError::internal)?;
@@ -260,7 +271,9 @@ impl Service {
         let f = fed.clone();
         let sample_count = req.sample_count;
         let client = self
-            .blocking(move |s| s.enrol_client(&f, &hash, &fingerprint, sample_count, Timestamp::now()))
+            .blocking(move |s| {
+                s.enrol_client(&f, &hash, &fingerprint, sample_count, Timestamp::now())
+            })
             .await
             .map_err(|e| match e {
                 ApiError::NotFound(_) => bad_token(),
@@ -268,7 +281,9 @@ impl Service {
             })?;
         if client.id != name {
             // The hash covers the name, so this cannot happen unless the store is wrong.
-            return Err(ApiError::internal("enrolled client does not match its token"));
+            return Err(ApiError::internal(
+                "enrolled client does not match its token",
+            ));
         }
         self.metrics.client_enrolled();
         Ok(EnrolResponse {
@@ -279,7 +294,11 @@ impl Service {
     }
 
     /// Revokes a client: its certificate stops working and it is never sampled again.
-    pub async fn revoke(&self, fed: &FederationId, client: &ClientId) -> Result<ClientView, ApiError> {
+    pub async fn revoke(
+        &self,
+        fed: &FederationId,
+        client: &ClientId,
+    ) -> Result<ClientView, ApiError> {
         let (f, c) = (fed.clone(), client.clone());
         let client = self
             .blocking(move |s| {
@@ -298,7 +317,11 @@ impl Service {
     }
 
     /// The enrolled, unrevoked client holding this certificate.
-    async fn client_for_cert(&self, fed: &FederationId, fingerprint: &str) -> Result<Client, ApiError> {
+    async fn client_for_cert(
+        &self,
+        fed: &FederationId,
+        fingerprint: &str,
+    ) -> Result<Client, ApiError> {
         let fp = CertFingerprint::parse(fingerprint).map_err(ApiError::internal)?;
         let f = fed.clone();
         let client = self
@@ -311,13 +334,20 @@ impl Service {
                 other => other,
             })?;
         if client.revoked {
-            return Err(ApiError::Forbidden(format!("client {} has been revoked", client.id)));
+            return Err(ApiError::Forbidden(format!(
+                "client {} has been revoked",
+                client.id
+            )));
         }
         Ok(client)
     }
 
     /// Whether a certificate belongs to an unrevoked client of `fed` (model downloads).
-    pub async fn check_client(&self, fed: &FederationId, fingerprint: &str) -> Result<(), ApiError> {
+    pub async fn check_client(
+        &self,
+        fed: &FederationId,
+        fingerprint: &str,
+    ) -> Result<(), ApiError> {
         self.client_for_cert(fed, fingerprint).await.map(|_| ())
     }
 
@@ -413,7 +443,11 @@ impl Service {
     }
 
     /// One round.
-    pub async fn round(&self, fed: &FederationId, number: RoundNumber) -> Result<RoundView, ApiError> {
+    pub async fn round(
+        &self,
+        fed: &FederationId,
+        number: RoundNumber,
+    ) -> Result<RoundView, ApiError> {
         let f = fed.clone();
         let (round, entries) = self
             .blocking(move |s| Ok((s.round(&f, number)?, s.ledger_entries(&f, None)?)))
@@ -425,13 +459,21 @@ impl Service {
         self.round_view(&round, eps).await
     }
 
-    async fn round_view(&self, r: &Round, federation_epsilon: Option<f64>) -> Result<RoundView, ApiError> {
+    async fn round_view(
+        &self,
+        r: &Round,
+        federation_epsilon: Option<f64>,
+    ) -> Result<RoundView, ApiError> {
         let (state, result, abort) = match &r.state {
             RoundState::InProgress { .. } => (WireRoundState::Open, None, None),
-            RoundState::Completed { version } => {
-                (WireRoundState::Completed, version.map(VersionNumber::get), None)
+            RoundState::Completed { version } => (
+                WireRoundState::Completed,
+                version.map(VersionNumber::get),
+                None,
+            ),
+            RoundState::Aborted { reason } => {
+                (WireRoundState::Aborted, None, Some(reason.to_string()))
             }
-            RoundState::Aborted { reason } => (WireRoundState::Aborted, None, Some(reason.to_string())),
         };
         let accepted = if r.state.is_in_progress() {
             self.live_accepted(&r.federation, r.number).await
@@ -443,12 +485,18 @@ impl Service {
             state,
             base_model_version: r.base_version.get(),
             result_model_version: result,
-            participants: r.participants.iter().map(wire_client).collect::<Result<_, _>>()?,
+            participants: r
+                .participants
+                .iter()
+                .map(wire_client)
+                .collect::<Result<_, _>>()?,
             accepted,
             metrics: r.metrics.clone(),
             abort_reason: abort,
             opened_at_ms: u64::try_from(r.opened_at.as_millis()).unwrap_or(0),
-            closed_at_ms: r.closed_at.map(|t| u64::try_from(t.as_millis()).unwrap_or(0)),
+            closed_at_ms: r
+                .closed_at
+                .map(|t| u64::try_from(t.as_millis()).unwrap_or(0)),
             federation_epsilon,
         })
     }
@@ -465,6 +513,8 @@ fn client_view(c: &Client) -> Result<ClientView, ApiError> {
     Ok(ClientView {
         name: wire_client(&c.id)?,
         state,
-        last_seen: c.last_seen.map(|t| u64::try_from(t.as_millis() / 1000).unwrap_or(0)),
+        last_seen: c
+            .last_seen
+            .map(|t| u64::try_from(t.as_millis() / 1000).unwrap_or(0)),
     })
 }

@@ -59,8 +59,14 @@ mod tests {
         let mean = v.iter().sum::<f64>() / n as f64;
         let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
         // 5-sigma bands: the test fails with negligible probability when the sampler is right.
-        assert!((mean - 1.0).abs() < 5.0 * 2.0 / (n as f64).sqrt(), "mean {mean}");
-        assert!((var - 4.0).abs() < 5.0 * 4.0 * (2.0 / n as f64).sqrt(), "var {var}");
+        assert!(
+            (mean - 1.0).abs() < 5.0 * 2.0 / (n as f64).sqrt(),
+            "mean {mean}"
+        );
+        assert!(
+            (var - 4.0).abs() < 5.0 * 4.0 * (2.0 / n as f64).sqrt(),
+            "var {var}"
+        );
         assert!(v.iter().all(|x| x.is_finite()));
         let mut z = vec![0.0; 3];
         add_gaussian(&mut z, 0.0).unwrap();

@@ -14,7 +14,7 @@ use cohort_protocol::frame::{Dtype, FrameError, FrameView};
 use cohort_protocol::messages::{DpSgdConfig, RoundView, Task, TaskPoll, UploadReceipt};
 use cohort_protocol::{Epsilon, RoundId};
 
-use super::{Service, lock, wire_client};
+use super::{Service, lock};
 use crate::aggregate::{AggregateError, CollectedUpdates, RoundKey, StreamingSum};
 use crate::domain::{
     AbortReason, ClientId, FederationId, FederationState, RoundMetrics, RoundNumber, RoundState,
@@ -229,7 +229,8 @@ impl Service {
         let client_config = strat.configure_fit(round.number);
         let dp = config.dp_sgd();
         let template = Task {
-            federation: cohort_protocol::FederationId::parse(fed.as_str()).map_err(ApiError::internal)?,
+            federation: cohort_protocol::FederationId::parse(fed.as_str())
+                .map_err(ApiError::internal)?,
             round: RoundId::new(round.number.get()).map_err(ApiError::internal)?,
             model_version: round.base_version.get(),
             dp_sgd: DpSgdConfig {
@@ -239,7 +240,9 @@ impl Service {
                 batch_sample_rate: dp.batch_sample_rate,
             },
             update_clip: config.update_clip(),
-            proximal_mu: client_config.get("proximal_mu").and_then(serde_json::Value::as_f64),
+            proximal_mu: client_config
+                .get("proximal_mu")
+                .and_then(serde_json::Value::as_f64),
             num_params: layout.num_params() as u64,
             upload_deadline_ms: millis(upload_deadline),
             epsilon_after_round: Epsilon::new(0.0).map_err(ApiError::internal)?,
@@ -341,7 +344,9 @@ impl Service {
         if federation.config.secure_aggregation() {
             return Err(ApiError::Conflict {
                 slug: "secure-aggregation-required",
-                detail: format!("federation {fed} uses secure aggregation; plain updates are refused"),
+                detail: format!(
+                    "federation {fed} uses secure aggregation; plain updates are refused"
+                ),
             });
         }
         let client = self.client_for_cert(fed, fingerprint).await?;
@@ -363,7 +368,9 @@ impl Service {
             }
             if g.contributed.contains(&client.id) {
                 self.metrics.upload_rejected();
-                return Err(aggregate_error(AggregateError::Duplicate(client.id.clone())));
+                return Err(aggregate_error(AggregateError::Duplicate(
+                    client.id.clone(),
+                )));
             }
         }
         let _permit = self
@@ -382,7 +389,14 @@ impl Service {
                 }
             })?;
         let result = self
-            .add_update(&live, fed, round, &client.id, num_examples.or(client.sample_count), &bytes)
+            .add_update(
+                &live,
+                fed,
+                round,
+                &client.id,
+                num_examples.or(client.sample_count),
+                &bytes,
+            )
             .await;
         match &result {
             Ok(_) => self.metrics.upload_accepted(bytes.len()),
@@ -421,7 +435,9 @@ impl Service {
         if Timestamp::now() >= g.upload_deadline {
             return Err(ApiError::Conflict {
                 slug: "late-upload",
-                detail: format!("the upload deadline of round {round} has passed; late updates are never used"),
+                detail: format!(
+                    "the upload deadline of round {round} has passed; late updates are never used"
+                ),
             });
         }
         let key = g.key.clone();
@@ -435,11 +451,15 @@ impl Service {
                     other => aggregate_error(other),
                 })?
             }
-            Some(Accumulator::Individual(c)) => c.add(&key, client, &values).map_err(aggregate_error)?,
+            Some(Accumulator::Individual(c)) => {
+                c.add(&key, client, &values).map_err(aggregate_error)?
+            }
             None => {
                 return Err(ApiError::Conflict {
                     slug: "late-upload",
-                    detail: format!("round {round} is being aggregated; late updates are never used"),
+                    detail: format!(
+                        "round {round} is being aggregated; late updates are never used"
+                    ),
                 });
             }
         }
@@ -475,7 +495,14 @@ impl Service {
                     reason: "no update before the deadline".into(),
                 })
                 .collect();
-            (g.key.clone(), g.base_version, acc, failures, g.opened.elapsed().as_secs_f64(), g.bytes)
+            (
+                g.key.clone(),
+                g.base_version,
+                acc,
+                failures,
+                g.opened.elapsed().as_secs_f64(),
+                g.bytes,
+            )
         };
         self.metrics.stage("upload", upload_secs);
         let federation = self.federation(fed).await?;
@@ -495,7 +522,8 @@ impl Service {
             }
             let base = store.model_version(&f, base_version)?;
             let base_bytes = store.read_blob(&base.weights)?;
-            let (_, current) = crate::model::ModelLayout::parse(&base_bytes).map_err(ApiError::internal)?;
+            let (_, current) =
+                crate::model::ModelLayout::parse(&base_bytes).map_err(ApiError::internal)?;
             let mut strat = strategy::build(config.strategy(), config.secure_aggregation())
                 .map_err(ApiError::internal)?;
             if let Some(state) = &base.strategy_state {
@@ -543,7 +571,9 @@ impl Service {
                     Ok(store.complete_round(&f, key.round, &completion)?.state)
                 }
                 Err(e) => {
-                    let reason = AbortReason::Failed { detail: e.to_string() };
+                    let reason = AbortReason::Failed {
+                        detail: e.to_string(),
+                    };
                     Ok(store.abort_round(&f, key.round, &reason, now)?.state)
                 }
             }
@@ -552,7 +582,8 @@ impl Service {
         .map_err(ApiError::internal)?;
         lock(&self.live).remove(fed);
         lock(&self.last_closed).insert(fed.clone(), Instant::now());
-        self.metrics.stage("commit", started.elapsed().as_secs_f64());
+        self.metrics
+            .stage("commit", started.elapsed().as_secs_f64());
         match result? {
             RoundState::Completed { version } => {
                 self.metrics.round_completed();
@@ -578,10 +609,24 @@ impl Service {
             let due = lr.lock().await.is_due(now);
             if due {
                 if let Err(e) = self.finish_round(&fed).await {
-                    tracing::error!(federation = %fed, error = %e, "finishing the round failed");
-                    // Do not retry forever on a broken round: drop it from memory; the store
-                    // aborts it as "server restarted" at the next start at the latest.
+                    tracing::error!(federation = %fed, error = %e, "finishing the round failed; aborting it");
+                    // Never retry a broken round: abort it (its ledger entries stand) so the
+                    // next round can open. If even that fails, the store aborts it as
+                    // "server restarted" at the next start.
+                    let number = lr.lock().await.key.round;
+                    let (f, detail) = (fed.clone(), e.to_string());
+                    let _ = self
+                        .blocking(move |s| {
+                            s.abort_round(
+                                &f,
+                                number,
+                                &AbortReason::Failed { detail },
+                                Timestamp::now(),
+                            )
+                        })
+                        .await;
                     lock(&self.live).remove(&fed);
+                    self.metrics.round_aborted();
                 }
             }
         }

@@ -49,7 +49,8 @@ impl World {
         let root = TempDir::new(tag);
         let pki = PkiDir::new(root.0.join("pki"));
         pki.init("Test CA").unwrap();
-        pki.issue_server(&["127.0.0.1".into(), "localhost".into()], 30).unwrap();
+        pki.issue_server(&["127.0.0.1".into(), "localhost".into()], 30)
+            .unwrap();
         let ca_pem = std::fs::read_to_string(pki.ca_cert()).unwrap();
         let signer = pki.token_signer().unwrap();
         Self {
@@ -98,9 +99,10 @@ pub fn https_client(ca_pem: &str, identity: Option<(&str, &str)>) -> Client {
         .with_root_certificates(roots);
     let config = match identity {
         Some((cert, key)) => {
-            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.as_bytes())
-                .map(Result::unwrap)
-                .collect();
+            let chain: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_slice_iter(cert.as_bytes())
+                    .map(Result::unwrap)
+                    .collect();
             let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
             builder.with_client_auth_cert(chain, key).unwrap()
         }
@@ -127,7 +129,11 @@ impl Running {
         let task = tokio::spawn(server.run(async move {
             let _ = rx.await;
         }));
-        Self { url, stop: Some(tx), task: Some(task) }
+        Self {
+            url,
+            stop: Some(tx),
+            task: Some(task),
+        }
     }
 
     pub async fn stop(mut self) {
@@ -157,11 +163,29 @@ pub fn training_config(min_clients: u32) -> Value {
     })
 }
 
-pub async fn create_federation(c: &Client, url: &str, token: &str, name: &str, w: &[f32], config: Value) -> Response {
-    let spec = json!({ "name": name, "model_spec": { "architecture": "linear" }, "config": config });
+pub async fn create_federation(
+    c: &Client,
+    url: &str,
+    token: &str,
+    name: &str,
+    w: &[f32],
+    config: Value,
+) -> Response {
+    let spec =
+        json!({ "name": name, "model_spec": { "architecture": "linear" }, "config": config });
     let form = reqwest::multipart::Form::new()
-        .part("federation", reqwest::multipart::Part::text(spec.to_string()).mime_str("application/json").unwrap())
-        .part("weights", reqwest::multipart::Part::bytes(weights(w)).mime_str("application/vnd.safetensors").unwrap());
+        .part(
+            "federation",
+            reqwest::multipart::Part::text(spec.to_string())
+                .mime_str("application/json")
+                .unwrap(),
+        )
+        .part(
+            "weights",
+            reqwest::multipart::Part::bytes(weights(w))
+                .mime_str("application/vnd.safetensors")
+                .unwrap(),
+        );
     c.post(format!("{url}/v1/federations"))
         .bearer_auth(token)
         .multipart(form)
@@ -171,7 +195,13 @@ pub async fn create_federation(c: &Client, url: &str, token: &str, name: &str, w
 }
 
 /// Invites and enrols `name`; returns its certificate and key PEM.
-pub async fn enrol(world: &World, url: &str, fed: &str, name: &str, sample_count: u64) -> (String, String) {
+pub async fn enrol(
+    world: &World,
+    url: &str,
+    fed: &str,
+    name: &str,
+    sample_count: u64,
+) -> (String, String) {
     let c = world.client(None);
     let resp = c
         .post(format!("{url}/v1/federations/{fed}/clients"))
@@ -180,7 +210,12 @@ pub async fn enrol(world: &World, url: &str, fed: &str, name: &str, sample_count
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), StatusCode::CREATED, "{:?}", resp.text().await);
+    assert_eq!(
+        resp.status(),
+        StatusCode::CREATED,
+        "{:?}",
+        resp.text().await
+    );
     let created: Value = resp.json().await.unwrap();
     let token = created["enrolment_token"].as_str().unwrap().to_owned();
     let (csr, key) = generate_csr(name).unwrap();
@@ -204,7 +239,12 @@ pub async fn problem(resp: Response, status: u16) -> Value {
     );
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["status"], status);
-    assert!(body["type"].as_str().unwrap().starts_with("urn:cohort:problem:"));
+    assert!(
+        body["type"]
+            .as_str()
+            .unwrap()
+            .starts_with("urn:cohort:problem:")
+    );
     assert!(!body["detail"].as_str().unwrap().is_empty());
     body
 }
