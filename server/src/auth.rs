@@ -116,7 +116,7 @@ impl TokenSigner {
 
     /// A signer from the hex contents of `token.key`; the decoded bytes are wiped after use.
     pub fn from_hex(hex: &str) -> Result<Self, TokenError> {
-        if hex.len() % 2 != 0 || !hex.is_ascii() {
+        if !hex.len().is_multiple_of(2) || !hex.is_ascii() {
             return Err(TokenError::BadKey);
         }
         let mut bytes = Vec::with_capacity(hex.len() / 2);

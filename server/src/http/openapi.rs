@@ -4,8 +4,19 @@
 
 use serde_json::{Value, json};
 
-/// (method, path, summary, who may call it, request body media type, success status).
-pub const OPERATIONS: &[(&str, &str, &str, &str, Option<&str>, u16)] = &[
+/// One documented operation: (method, path, summary, who may call it, request body media
+/// type, success status).
+pub type Operation = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    u16,
+);
+
+/// Every operation of the API.
+pub const OPERATIONS: &[Operation] = &[
     ("get", "/healthz", "Liveness check", "anyone", None, 200),
     ("get", "/metrics", "Prometheus metrics", "viewer", None, 200),
     ("get", "/openapi.json", "This document", "anyone", None, 200),

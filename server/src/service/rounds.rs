@@ -607,27 +607,25 @@ impl Service {
             .collect();
         for (fed, lr) in live {
             let due = lr.lock().await.is_due(now);
-            if due {
-                if let Err(e) = self.finish_round(&fed).await {
-                    tracing::error!(federation = %fed, error = %e, "finishing the round failed; aborting it");
-                    // Never retry a broken round: abort it (its ledger entries stand) so the
-                    // next round can open. If even that fails, the store aborts it as
-                    // "server restarted" at the next start.
-                    let number = lr.lock().await.key.round;
-                    let (f, detail) = (fed.clone(), e.to_string());
-                    let _ = self
-                        .blocking(move |s| {
-                            s.abort_round(
-                                &f,
-                                number,
-                                &AbortReason::Failed { detail },
-                                Timestamp::now(),
-                            )
-                        })
-                        .await;
-                    lock(&self.live).remove(&fed);
-                    self.metrics.round_aborted();
-                }
+            if due && let Err(e) = self.finish_round(&fed).await {
+                tracing::error!(federation = %fed, error = %e, "finishing the round failed; aborting it");
+                // Never retry a broken round: abort it (its ledger entries stand) so the
+                // next round can open. If even that fails, the store aborts it as
+                // "server restarted" at the next start.
+                let number = lr.lock().await.key.round;
+                let (f, detail) = (fed.clone(), e.to_string());
+                let _ = self
+                    .blocking(move |s| {
+                        s.abort_round(
+                            &f,
+                            number,
+                            &AbortReason::Failed { detail },
+                            Timestamp::now(),
+                        )
+                    })
+                    .await;
+                lock(&self.live).remove(&fed);
+                self.metrics.round_aborted();
             }
         }
         if self.settings.round_interval.is_zero() {
