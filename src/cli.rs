@@ -16,7 +16,11 @@ pub struct Cli {
 enum Command {
     /// Check libtorch, threads, CUDA, and where data and certificates live.
     Doctor(crate::doctor::DoctorArgs),
-    /// Measure Cohort's hot paths (secure aggregation, ...).
+    /// Run the aggregation server (HTTPS; the same code as the `cohort-server` binary).
+    Serve(cohort_server::cli::ServeArgs),
+    /// Make a CA, server and client certificates and bearer tokens (no openssl needed).
+    Pki(cohort_server::cli::PkiArgs),
+    /// Measure Cohort's hot paths (secure aggregation, the server) and print JSON or text.
     Bench(crate::bench::BenchArgs),
 }
 
@@ -29,6 +33,8 @@ pub fn parse() -> Cli {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Doctor(args) => crate::doctor::run(&args),
+        Command::Serve(args) => cohort_server::cli::run_serve(&args),
+        Command::Pki(args) => cohort_server::cli::run_pki(&args),
         Command::Bench(args) => crate::bench::run(&args),
     }
 }

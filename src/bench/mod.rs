@@ -1,11 +1,12 @@
 //! `cohort bench …`: measured runs of Cohort's hot paths, printed for people or as JSON.
-//! Every number printed is measured in this process by the run it reports.
+//! Every number printed is measured in this process (or its server child) by the run it reports.
 
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
 pub mod secagg;
+pub mod server;
 
 /// Options of `cohort bench`.
 #[derive(Debug, Args)]
@@ -18,12 +19,16 @@ pub struct BenchArgs {
 enum BenchCommand {
     /// Run one whole SecAgg+ round in process and time the client and server sides.
     Secagg(secagg::SecaggArgs),
+    /// One real FedAvg round over HTTPS on loopback: N clients upload D-parameter updates to a
+    /// server child process; reports round time, upload throughput and the server's peak RSS.
+    Server(server::ServerBenchArgs),
 }
 
 /// Runs the chosen benchmark.
 pub fn run(args: &BenchArgs) -> ExitCode {
     match &args.command {
         BenchCommand::Secagg(a) => secagg::run(a),
+        BenchCommand::Server(a) => server::run(a),
     }
 }
 

@@ -1,0 +1,222 @@
+//! JSON control messages of API version 1 that clients and dashboards read.
+//!
+//! The admin-side federation configuration is the server's own validated type; the messages
+//! here are the ones a client library needs too.
+//!
+//! Request types reject unknown fields so a typo in a config is an error, not a silently ignored
+//! setting. Enums are `#[non_exhaustive]` so a later version can add states and strategies.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use cohort_privacy::EpsDelta;
+
+use crate::{ClientId, Epsilon, FederationId, RoundId};
+
+/// The DP-SGD settings a client trains with, as its task carries them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DpSgdConfig {
+    /// Noise multiplier σ (noise std = σ·C).
+    pub noise_multiplier: f64,
+    /// Per-sample clipping norm C.
+    pub clip_norm: f64,
+    /// Local epochs E per round.
+    pub local_epochs: u32,
+    /// Poisson sampling rate q of records into a batch.
+    pub batch_sample_rate: f64,
+}
+
+/// `POST /v1/federations/{fed}/clients` (admin): register a client and get its one-time token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateClient {
+    /// The client's name (becomes its certificate's common name).
+    pub name: ClientId,
+    /// A record-level budget for this client instead of the federation's default.
+    #[serde(default)]
+    pub budget: Option<EpsDelta>,
+}
+
+/// The answer to [`CreateClient`]: hand the token to the hospital out of band.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientCreated {
+    /// The client's name.
+    pub name: ClientId,
+    /// A one-time enrolment token; it is shown once and stored only as a hash, and it stops
+    /// working when used.
+    pub enrolment_token: String,
+}
+
+/// `POST /v1/federations/{fed}/enrol`: exchange a one-time token and a CSR for a certificate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrolRequest {
+    /// The one-time token from [`ClientCreated`] (it names the client).
+    pub token: String,
+    /// A PEM certificate signing request for the client's own key pair (the key never leaves
+    /// the client).
+    pub csr_pem: String,
+    /// How many training records the client holds (for FedAvg weights and the ledger's audit).
+    #[serde(default)]
+    pub sample_count: Option<u64>,
+}
+
+/// The answer to [`EnrolRequest`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnrolResponse {
+    /// The client's name, from its token.
+    pub name: ClientId,
+    /// The signed client certificate.
+    pub certificate_pem: String,
+    /// The federation CA certificate, to pin the server.
+    pub ca_pem: String,
+}
+
+/// The enrolment state of a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ClientState {
+    /// Registered; token not used yet.
+    Pending,
+    /// Holds a certificate.
+    Enrolled,
+    /// Revoked: its certificate is refused.
+    Revoked,
+}
+
+/// A client as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientView {
+    /// Name.
+    pub name: ClientId,
+    /// State.
+    pub state: ClientState,
+    /// Unix seconds of the last request it made, if any.
+    pub last_seen: Option<u64>,
+}
+
+/// The state of a round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RoundState {
+    /// Accepting task polls and uploads.
+    Open,
+    /// Committed: a new model version exists.
+    Completed,
+    /// Ended without a new model; see the reason.
+    Aborted,
+}
+
+/// A round as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundView {
+    /// Round number.
+    pub id: RoundId,
+    /// State.
+    pub state: RoundState,
+    /// The model version clients train from.
+    pub base_model_version: u64,
+    /// The model version it produced, when completed.
+    pub result_model_version: Option<u64>,
+    /// Sampled clients.
+    pub participants: Vec<ClientId>,
+    /// Updates accepted so far (open) or in total (closed).
+    pub accepted: u32,
+    /// Named metrics: stage latencies, bytes, accepted updates.
+    pub metrics: BTreeMap<String, f64>,
+    /// Why it aborted.
+    pub abort_reason: Option<String>,
+    /// Unix milliseconds it opened.
+    pub opened_at_ms: u64,
+    /// Unix milliseconds it ended.
+    pub closed_at_ms: Option<u64>,
+    /// Client-level ε of the federation after this round.
+    pub federation_epsilon: Option<f64>,
+}
+
+/// What a client trains in its task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    /// The federation.
+    pub federation: FederationId,
+    /// The round.
+    pub round: RoundId,
+    /// The model version to download and train from.
+    pub model_version: u64,
+    /// DP-SGD settings.
+    pub dp_sgd: DpSgdConfig,
+    /// L2 clip of the update (required when the federation adds central noise).
+    pub update_clip: Option<f64>,
+    /// FedProx μ, when the strategy is FedProx.
+    pub proximal_mu: Option<f64>,
+    /// Number of elements the update frame must hold.
+    pub num_params: u64,
+    /// Unix milliseconds by which the update must arrive.
+    pub upload_deadline_ms: u64,
+    /// The client's record-level ε after this round (at its budget's δ), as the server's
+    /// ledger recorded it before handing out the task.
+    pub epsilon_after_round: Epsilon,
+}
+
+/// `GET /v1/federations/{fed}/task`: either a task or "come back later".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TaskPoll {
+    /// Train this.
+    Train(Task),
+    /// Nothing for this client now; poll again after the `Retry-After` header's seconds.
+    Wait {
+        /// The same value as `Retry-After`.
+        retry_after_s: u64,
+    },
+}
+
+/// The answer to an accepted upload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UploadReceipt {
+    /// The round the update was added to.
+    pub round: RoundId,
+    /// Updates accepted into this round so far, this one included.
+    pub accepted: u32,
+}
+
+/// A client's privacy spend within one federation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetView {
+    /// The client.
+    pub client: ClientId,
+    /// Its record-level budget.
+    pub budget: EpsDelta,
+    /// What the ledger has charged it so far (rounds it was sampled into, aborted ones too).
+    pub spent: EpsDelta,
+    /// Rounds charged.
+    pub rounds: u32,
+}
+
+/// `GET /v1/federations/{fed}/budgets`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetsView {
+    /// The federation's client-level budget, when it claims client-level DP.
+    pub federation_budget: Option<EpsDelta>,
+    /// Its client-level spend.
+    pub federation_spent: EpsDelta,
+    /// Each client's record-level spend.
+    pub clients: Vec<BudgetView>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_poll_round_trips() {
+        let w = TaskPoll::Wait { retry_after_s: 5 };
+        let s = serde_json::to_string(&w).unwrap();
+        assert_eq!(s, r#"{"kind":"wait","retry_after_s":5}"#);
+        assert_eq!(serde_json::from_str::<TaskPoll>(&s).unwrap(), w);
+    }
+}

@@ -1,0 +1,188 @@
+//! Server settings: a TOML file, then `COHORT_*` environment variables, then command-line flags
+//! (applied by the binary). Unknown keys in the file are errors, so a typo is not silently
+//! ignored.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Every setting of the server.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Where the database and model blobs live (created on first start).
+    pub data_dir: PathBuf,
+    /// The PKI directory (`cohort pki init`): CA, server certificate, token key.
+    pub pki_dir: PathBuf,
+    /// Also offer TLS 1.2 (TLS 1.3 only by default).
+    pub tls12: bool,
+    /// Serve plain HTTP. For development only; logs a warning.
+    pub insecure_http: bool,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Largest request body (model weights, update frames), bytes.
+    pub max_body_bytes: usize,
+    /// Largest JSON control message, bytes.
+    pub max_json_bytes: usize,
+    /// Sustained requests per second per caller (0 disables).
+    pub rate_limit_per_s: f64,
+    /// Burst size per caller.
+    pub rate_limit_burst: u32,
+    /// `Retry-After` for clients that poll without a task, seconds.
+    pub poll_retry_after_s: u64,
+    /// Uploads decoded and summed at once; bounds memory to this many update buffers.
+    pub upload_concurrency: usize,
+    /// A client counts as online if it polled within this many seconds.
+    pub online_window_s: u64,
+    /// Client certificates are valid this many days.
+    pub client_cert_days: u64,
+    /// Seconds between the end of one round and the opening of the next; 0 opens rounds only
+    /// when an admin asks (`POST /v1/federations/{fed}/rounds`).
+    pub round_interval_s: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            data_dir: PathBuf::from(".cohort/data"),
+            pki_dir: PathBuf::from(".cohort/pki"),
+            tls12: false,
+            insecure_http: false,
+            log_format: LogFormat::Text,
+            max_body_bytes: 256 << 20,
+            max_json_bytes: 1 << 20,
+            rate_limit_per_s: 50.0,
+            rate_limit_burst: 100,
+            poll_retry_after_s: 5,
+            upload_concurrency: 2,
+            online_window_s: 300,
+            client_cert_days: 365,
+            round_interval_s: 30,
+        }
+    }
+}
+
+/// A setting that could not be read; says which and how to fix it.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ServerConfig {
+    /// Reads `path` (if given) and applies the environment.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut cfg = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| ConfigError(format!("{}: {e}", p.display())))?;
+                Self::from_toml(&text).map_err(|e| ConfigError(format!("{}: {e}", p.display())))?
+            }
+            None => Self::default(),
+        };
+        cfg.apply_env(|k| std::env::var(k).ok())?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parses TOML; missing keys keep their defaults.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError(e.to_string()))
+    }
+
+    /// Applies `COHORT_<KEY>` overrides (e.g. `COHORT_LISTEN=0.0.0.0:443`).
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn parse<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            v.parse()
+                .map_err(|e| ConfigError(format!("environment variable {key}={v:?}: {e}")))
+        }
+        macro_rules! env {
+            ($key:literal, $field:expr) => {
+                if let Some(v) = get($key) {
+                    $field = parse($key, &v)?;
+                }
+            };
+        }
+        env!("COHORT_LISTEN", self.listen);
+        env!("COHORT_DATA_DIR", self.data_dir);
+        env!("COHORT_PKI_DIR", self.pki_dir);
+        env!("COHORT_TLS12", self.tls12);
+        env!("COHORT_INSECURE_HTTP", self.insecure_http);
+        env!("COHORT_MAX_BODY_BYTES", self.max_body_bytes);
+        env!("COHORT_MAX_JSON_BYTES", self.max_json_bytes);
+        env!("COHORT_RATE_LIMIT_PER_S", self.rate_limit_per_s);
+        env!("COHORT_RATE_LIMIT_BURST", self.rate_limit_burst);
+        env!("COHORT_POLL_RETRY_AFTER_S", self.poll_retry_after_s);
+        env!("COHORT_UPLOAD_CONCURRENCY", self.upload_concurrency);
+        env!("COHORT_ONLINE_WINDOW_S", self.online_window_s);
+        env!("COHORT_CLIENT_CERT_DAYS", self.client_cert_days);
+        env!("COHORT_ROUND_INTERVAL_S", self.round_interval_s);
+        if let Some(v) = get("COHORT_LOG_FORMAT") {
+            self.log_format = match v.as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => {
+                    return Err(ConfigError(format!(
+                        "environment variable COHORT_LOG_FORMAT={v:?}: use text or json"
+                    )));
+                }
+            };
+        }
+        Ok(())
+    }
+
+    /// Checks ranges that types cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.upload_concurrency == 0 {
+            return Err(ConfigError("upload_concurrency must be at least 1".into()));
+        }
+        if !(self.rate_limit_per_s.is_finite() && self.rate_limit_per_s >= 0.0) {
+            return Err(ConfigError("rate_limit_per_s must be a number >= 0".into()));
+        }
+        if self.max_json_bytes == 0 || self.max_body_bytes == 0 {
+            return Err(ConfigError("body limits must be positive".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_environment() {
+        let mut cfg = ServerConfig::from_toml("listen = \"0.0.0.0:9000\"\ntls12 = true\n").unwrap();
+        assert_eq!(cfg.listen.port(), 9000);
+        assert!(cfg.tls12);
+        cfg.apply_env(|k| (k == "COHORT_LISTEN").then(|| "127.0.0.1:1".to_owned()))
+            .unwrap();
+        assert_eq!(cfg.listen.port(), 1);
+        assert!(ServerConfig::from_toml("lisen = \"x\"").is_err());
+        let bad = cfg.apply_env(|k| (k == "COHORT_TLS12").then(|| "maybe".to_owned()));
+        assert!(bad.unwrap_err().0.contains("COHORT_TLS12"));
+    }
+}

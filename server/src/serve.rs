@@ -1,0 +1,184 @@
+//! Putting the server together: storage, PKI, TLS, the router and the round scheduler, with
+//! graceful shutdown. The `cohort-server` binary and `cohort serve` both call [`Server`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::config::{LogFormat, ServerConfig};
+use crate::http::{AppState, app};
+use crate::metrics::Metrics;
+use crate::pki::PkiDir;
+use crate::ratelimit::RateLimiter;
+use crate::service::{Service, ServiceSettings};
+use crate::storage::SqliteStorage;
+use crate::tls::TlsServer;
+
+/// Why the server could not start; the message says what to fix.
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Installs the global tracing subscriber (`RUST_LOG` filters; default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// A bound, ready server.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    tls: Option<TlsServer>,
+    state: AppState,
+    addr: SocketAddr,
+}
+
+impl Server {
+    /// Opens the data dir (running migrations and crash recovery), loads the PKI and binds
+    /// the listener.
+    pub async fn build(config: &ServerConfig) -> Result<Self, StartError> {
+        let (store, report) = SqliteStorage::open(&config.data_dir)
+            .map_err(|e| StartError(format!("data dir {}: {e}", config.data_dir.display())))?;
+        for (fed, round) in &report.aborted_rounds {
+            tracing::warn!(federation = %fed, %round, "round was in flight when the server stopped; recorded as aborted (its ledger entries stand)");
+        }
+        tracing::info!(
+            created = report.created,
+            migrations = report.migrations_applied,
+            "storage ready at {}",
+            config.data_dir.display()
+        );
+        let pki = PkiDir::new(&config.pki_dir);
+        let ca = pki.ca().map_err(|e| {
+            StartError(format!(
+                "{e}; run `cohort pki init --dir {}` first",
+                config.pki_dir.display()
+            ))
+        })?;
+        let tokens = pki.token_signer().map_err(|e| StartError(e.to_string()))?;
+        let tls = if config.insecure_http {
+            tracing::warn!(
+                "--insecure-http: serving PLAIN HTTP. Tokens, certificates and updates travel unencrypted; never use this outside development"
+            );
+            None
+        } else {
+            Some(
+                TlsServer::load(
+                    &pki.server_cert(),
+                    &pki.server_key(),
+                    &pki.ca_cert(),
+                    config.tls12,
+                )
+                .map_err(|e| StartError(format!("{e}; run `cohort pki issue-server`")))?,
+            )
+        };
+        let metrics = Arc::new(Metrics::default());
+        let settings = ServiceSettings {
+            online_window: Duration::from_secs(config.online_window_s),
+            poll_retry_after_s: config.poll_retry_after_s,
+            client_cert_days: config.client_cert_days,
+            round_interval: Duration::from_secs(config.round_interval_s),
+            upload_concurrency: config.upload_concurrency,
+            max_body_bytes: config.max_body_bytes,
+        };
+        let service = Arc::new(Service::new(Arc::new(store), ca, metrics.clone(), settings));
+        let state = AppState {
+            service,
+            tokens: Arc::new(tokens),
+            metrics,
+            limiter: Arc::new(RateLimiter::new(
+                config.rate_limit_per_s,
+                config.rate_limit_burst,
+            )),
+            max_json_bytes: config.max_json_bytes,
+            max_body_bytes: config.max_body_bytes,
+        };
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.listen)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| StartError(format!("cannot read the bound address: {e}")))?;
+        Ok(Self {
+            listener,
+            tls,
+            state,
+            addr,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The URL clients use.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight requests and stops the
+    /// scheduler. An in-flight round is left to the store's recovery at the next start.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let service = self.state.service.clone();
+        let mut sched_rx = rx.clone();
+        let scheduler = tokio::spawn(service.run_scheduler(async move {
+            let _ = sched_rx.wait_for(|stop| *stop).await;
+        }));
+        let mut serve_rx = rx;
+        let router = app(self.state);
+        let stop = async move {
+            let _ = serve_rx.wait_for(|stop| *stop).await;
+        };
+        let signal = tokio::spawn(async move {
+            shutdown.await;
+            let _ = tx.send(true);
+        });
+        crate::tls::serve(self.listener, self.tls, router, stop).await;
+        signal.abort();
+        let _ = scheduler.await;
+        tracing::info!("server stopped");
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}

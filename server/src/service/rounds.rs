@@ -1,0 +1,667 @@
+//! Round orchestration over HTTP: opening rounds (ledger first), handing out tasks, streaming
+//! uploads into the running sum, and finishing rounds by deadline or when everyone uploaded.
+//!
+//! The in-memory [`LiveRound`] holds only the running sum (O(model)); everything durable goes
+//! through the store, so a crash loses at most the in-flight round, which the store records as
+//! aborted on restart while keeping its ledger entries.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use cohort_protocol::frame::{Dtype, FrameError, FrameView};
+use cohort_protocol::messages::{DpSgdConfig, RoundView, Task, TaskPoll, UploadReceipt};
+use cohort_protocol::{Epsilon, RoundId};
+
+use super::{Service, lock};
+use crate::aggregate::{AggregateError, CollectedUpdates, RoundKey, StreamingSum};
+use crate::domain::{
+    AbortReason, ClientId, FederationId, FederationState, RoundMetrics, RoundNumber, RoundState,
+    Timestamp, VersionNumber,
+};
+use crate::http::error::ApiError;
+use crate::ledger::DefaultAccountant;
+use crate::sampling::ClientSampler;
+use crate::scheduler::{self, RoundStart, ScheduleError, SchedulingPolicy};
+use crate::storage::{LedgerSubject, NewModel, RoundCompletion};
+use crate::strategy::{self, FitFailure, FitResults, InputKind};
+
+/// Where accepted updates go: a running sum, or (robust aggregators only) every update.
+#[derive(Debug)]
+enum Accumulator {
+    Summed(StreamingSum),
+    Individual(CollectedUpdates),
+}
+
+impl Accumulator {
+    fn contributors(&self) -> usize {
+        match self {
+            Self::Summed(s) => s.contributors(),
+            Self::Individual(c) => c.contributors(),
+        }
+    }
+}
+
+/// The in-memory part of a round in flight.
+#[derive(Debug)]
+pub struct LiveRound {
+    key: RoundKey,
+    base_version: VersionNumber,
+    /// Participants and the ε their ledger entry recorded.
+    participants: HashMap<ClientId, f64>,
+    contributed: HashSet<ClientId>,
+    acc: Option<Accumulator>,
+    task_deadline: Timestamp,
+    upload_deadline: Timestamp,
+    opened: Instant,
+    bytes: u64,
+    template: Task,
+}
+
+impl LiveRound {
+    fn is_due(&self, now: Timestamp) -> bool {
+        now >= self.upload_deadline || self.contributed.len() == self.participants.len()
+    }
+}
+
+fn millis(t: Timestamp) -> u64 {
+    u64::try_from(t.as_millis()).unwrap_or(0)
+}
+
+fn aggregate_error(e: AggregateError) -> ApiError {
+    match e {
+        AggregateError::WrongRound { .. } => ApiError::Conflict {
+            slug: "wrong-round",
+            detail: e.to_string(),
+        },
+        AggregateError::Duplicate(_) => ApiError::Conflict {
+            slug: "duplicate-upload",
+            detail: format!("{e}; each participant uploads once per round"),
+        },
+        AggregateError::NotParticipant(_) => ApiError::Forbidden(e.to_string()),
+        other => ApiError::InvalidInput(other.to_string()),
+    }
+}
+
+fn frame_error(e: FrameError) -> ApiError {
+    ApiError::BadRequest(format!("the body is not a valid vector frame: {e}"))
+}
+
+impl Service {
+    fn live_round(&self, fed: &FederationId) -> Option<Arc<tokio::sync::Mutex<LiveRound>>> {
+        lock(&self.live).get(fed).cloned()
+    }
+
+    /// Updates accepted so far in a live round.
+    pub(super) async fn live_accepted(&self, fed: &FederationId, number: RoundNumber) -> u32 {
+        match self.live_round(fed) {
+            Some(lr) => {
+                let g = lr.lock().await;
+                if g.key.round == number {
+                    u32::try_from(g.contributed.len()).unwrap_or(u32::MAX)
+                } else {
+                    0
+                }
+            }
+            None => 0,
+        }
+    }
+
+    /// Opens a round now (an admin's trigger, or the timer). The ledger entries of every
+    /// sampled client are committed before this returns, so before any client sees a task.
+    pub async fn open_round(&self, fed: &FederationId) -> Result<RoundView, ApiError> {
+        let federation = self.federation(fed).await?;
+        if let FederationState::Stopped { reason } = &federation.state {
+            return Err(ApiError::Conflict {
+                slug: "federation-stopped",
+                detail: format!("federation {fed} is stopped: {reason}"),
+            });
+        }
+        if self.live_round(fed).is_some() {
+            return Err(ApiError::Conflict {
+                slug: "round-in-progress",
+                detail: format!("federation {fed} already has a round in progress"),
+            });
+        }
+        let layout = self.layout(fed).await?;
+        let policy = SchedulingPolicy {
+            online_window: self.settings.online_window,
+            ..SchedulingPolicy::default()
+        };
+        let f = fed.clone();
+        let started = Instant::now();
+        let store = self.store.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let mut sampler = ClientSampler::from_os().map_err(ApiError::internal)?;
+            let start = scheduler::open_round::<DefaultAccountant, _>(
+                store.as_ref(),
+                &mut sampler,
+                &f,
+                &policy,
+                Timestamp::now(),
+            );
+            let entries = match &start {
+                Ok(RoundStart::Opened { round, .. }) => store
+                    .ledger_entries(&f, None)
+                    .map_err(ApiError::from)?
+                    .into_iter()
+                    .filter(|e| e.round == round.number)
+                    .collect(),
+                _ => Vec::new(),
+            };
+            Ok::<_, ApiError>((start, entries))
+        })
+        .await
+        .map_err(ApiError::internal)??;
+        let (start, entries) = outcome;
+        self.metrics.stage("open", started.elapsed().as_secs_f64());
+        let round = match start {
+            Ok(RoundStart::Opened { round, .. }) => round,
+            Ok(RoundStart::Skipped { round, .. }) => {
+                self.metrics.round_aborted();
+                tracing::info!(federation = %fed, round = %round.number, "round skipped: too few clients sampled");
+                return self.round_view(&round, None).await;
+            }
+            Ok(RoundStart::FederationStopped { reason }) => {
+                return Err(ApiError::Conflict {
+                    slug: "federation-stopped",
+                    detail: format!("federation {fed} stopped: {reason}"),
+                });
+            }
+            Err(ScheduleError::RoundInProgress(r)) => {
+                return Err(ApiError::Conflict {
+                    slug: "round-in-progress",
+                    detail: format!("round {} of federation {fed} is in progress", r.number),
+                });
+            }
+            Err(ScheduleError::Stopped { reason }) => {
+                return Err(ApiError::Conflict {
+                    slug: "federation-stopped",
+                    detail: format!("federation {fed} is stopped: {reason}"),
+                });
+            }
+            Err(ScheduleError::Storage(e)) => return Err(e.into()),
+            Err(other) => return Err(ApiError::internal(other)),
+        };
+        let mut fed_eps = None;
+        let mut participants = HashMap::new();
+        for e in &entries {
+            match &e.subject {
+                LedgerSubject::Client(c) => {
+                    participants.insert(c.clone(), e.epsilon_after);
+                }
+                LedgerSubject::Federation => fed_eps = Some(e.epsilon_after),
+            }
+        }
+        if let Some(eps) = fed_eps {
+            self.metrics.federation_epsilon(fed.as_str(), eps);
+        }
+        let config = &federation.config;
+        let deadlines = config.deadlines();
+        let task_deadline = round.opened_at.plus(deadlines.training());
+        let upload_deadline = task_deadline.plus(deadlines.upload());
+        let key = RoundKey {
+            federation: fed.clone(),
+            round: round.number,
+        };
+        let strat = strategy::build(config.strategy(), config.secure_aggregation())
+            .map_err(ApiError::internal)?;
+        let mut acc = match strat.input_kind() {
+            InputKind::Summed => Accumulator::Summed(StreamingSum::new(
+                key.clone(),
+                layout.num_params(),
+                round.participants.iter().cloned(),
+                strat.weighting(),
+            )),
+            InputKind::Individual => Accumulator::Individual(CollectedUpdates::new(
+                key.clone(),
+                layout.num_params(),
+                round.participants.iter().cloned(),
+            )),
+        };
+        if let Some(clip) = config.update_clip() {
+            acc = match acc {
+                Accumulator::Summed(s) => Accumulator::Summed(s.with_norm_bound(clip)),
+                Accumulator::Individual(c) => Accumulator::Individual(c.with_norm_bound(clip)),
+            };
+        }
+        let client_config = strat.configure_fit(round.number);
+        let dp = config.dp_sgd();
+        let template = Task {
+            federation: cohort_protocol::FederationId::parse(fed.as_str())
+                .map_err(ApiError::internal)?,
+            round: RoundId::new(round.number.get()).map_err(ApiError::internal)?,
+            model_version: round.base_version.get(),
+            dp_sgd: DpSgdConfig {
+                noise_multiplier: dp.noise_multiplier,
+                clip_norm: dp.clip_norm,
+                local_epochs: dp.local_epochs,
+                batch_sample_rate: dp.batch_sample_rate,
+            },
+            update_clip: config.update_clip(),
+            proximal_mu: client_config
+                .get("proximal_mu")
+                .and_then(serde_json::Value::as_f64),
+            num_params: layout.num_params() as u64,
+            upload_deadline_ms: millis(upload_deadline),
+            epsilon_after_round: Epsilon::new(0.0).map_err(ApiError::internal)?,
+        };
+        let live = LiveRound {
+            key,
+            base_version: round.base_version,
+            participants,
+            contributed: HashSet::new(),
+            acc: Some(acc),
+            task_deadline,
+            upload_deadline,
+            opened: Instant::now(),
+            bytes: 0,
+            template,
+        };
+        lock(&self.live).insert(fed.clone(), Arc::new(tokio::sync::Mutex::new(live)));
+        // Warm the download cache so the participants' concurrent downloads share one copy.
+        if let Err(e) = self.model(fed, Some(round.base_version)).await {
+            tracing::warn!(federation = %fed, error = %e, "could not preload the round's model");
+        }
+        tracing::info!(federation = %fed, round = %round.number, participants = round.participants.len(), "round opened");
+        self.round_view(&round, fed_eps).await
+    }
+
+    /// A client's poll: its task if it is a participant of the open round that has not
+    /// uploaded yet, else "wait" with `Retry-After`.
+    pub async fn poll_task(
+        &self,
+        fed: &FederationId,
+        fingerprint: &str,
+        sample_count: Option<u64>,
+    ) -> Result<TaskPoll, ApiError> {
+        let client = self.client_for_cert(fed, fingerprint).await?;
+        let (f, c) = (fed.clone(), client.id.clone());
+        self.blocking(move |s| s.touch_client(&f, &c, sample_count, Timestamp::now()))
+            .await?;
+        let wait = TaskPoll::Wait {
+            retry_after_s: self.settings.poll_retry_after_s,
+        };
+        let Some(lr) = self.live_round(fed) else {
+            return Ok(wait);
+        };
+        let g = lr.lock().await;
+        let now = Timestamp::now();
+        match g.participants.get(&client.id) {
+            Some(&eps) if !g.contributed.contains(&client.id) && now < g.task_deadline => {
+                let mut task = g.template.clone();
+                task.epsilon_after_round = Epsilon::new(eps).map_err(ApiError::internal)?;
+                Ok(TaskPoll::Train(task))
+            }
+            _ => Ok(wait),
+        }
+    }
+
+    /// Why an upload for `round` cannot go into the live round: the round does not exist
+    /// (404), or it is closed (409: late if it was the latest, replayed if older).
+    async fn refuse_stale(&self, fed: &FederationId, round: RoundNumber) -> ApiError {
+        let f = fed.clone();
+        let found = self
+            .blocking(move |s| Ok((s.round(&f, round)?, s.next_round_number(&f)?)))
+            .await;
+        match found {
+            Ok((r, next)) => match r.state {
+                RoundState::InProgress { .. } => ApiError::Conflict {
+                    slug: "round-not-accepting",
+                    detail: format!("round {round} is not accepting uploads on this server"),
+                },
+                _ if next.get() == round.get() + 1 => ApiError::Conflict {
+                    slug: "late-upload",
+                    detail: format!("round {round} has closed; late updates are never used"),
+                },
+                _ => ApiError::Conflict {
+                    slug: "replayed-upload",
+                    detail: format!(
+                        "round {round} is an earlier round; updates are never mixed into another round"
+                    ),
+                },
+            },
+            Err(ApiError::NotFound(_)) => {
+                ApiError::NotFound(format!("round {round} of federation {fed} does not exist"))
+            }
+            Err(e) => e,
+        }
+    }
+
+    /// Validates an uploaded vector frame and adds it to the round's running sum. The body is
+    /// read only after an upload permit is held, so at most `upload_concurrency` update
+    /// buffers exist at once however many clients upload.
+    pub async fn upload(
+        &self,
+        fed: &FederationId,
+        round: RoundNumber,
+        fingerprint: &str,
+        num_examples: Option<u64>,
+        body: Body,
+    ) -> Result<UploadReceipt, ApiError> {
+        let federation = self.federation(fed).await?;
+        if federation.config.secure_aggregation() {
+            return Err(ApiError::Conflict {
+                slug: "secure-aggregation-required",
+                detail: format!(
+                    "federation {fed} uses secure aggregation; plain updates are refused"
+                ),
+            });
+        }
+        let client = self.client_for_cert(fed, fingerprint).await?;
+        let live = match self.live_round(fed) {
+            Some(lr) if lr.lock().await.key.round == round => lr,
+            _ => {
+                self.metrics.upload_rejected();
+                return Err(self.refuse_stale(fed, round).await);
+            }
+        };
+        {
+            let g = live.lock().await;
+            if !g.participants.contains_key(&client.id) {
+                self.metrics.upload_rejected();
+                return Err(ApiError::Forbidden(format!(
+                    "client {} was not sampled for round {round}",
+                    client.id
+                )));
+            }
+            if g.contributed.contains(&client.id) {
+                self.metrics.upload_rejected();
+                return Err(aggregate_error(AggregateError::Duplicate(
+                    client.id.clone(),
+                )));
+            }
+        }
+        let _permit = self
+            .upload_permits
+            .acquire()
+            .await
+            .map_err(|_| ApiError::Unavailable("the server is shutting down".into()))?;
+        let bytes = axum::body::to_bytes(body, self.settings.max_body_bytes)
+            .await
+            .map_err(|e| {
+                self.metrics.upload_rejected();
+                if e.into_inner().is::<http_body_util::LengthLimitError>() {
+                    ApiError::PayloadTooLarge("the update exceeds max_body_bytes".into())
+                } else {
+                    ApiError::BadRequest("the body could not be read completely".into())
+                }
+            })?;
+        let result = self
+            .add_update(
+                &live,
+                fed,
+                round,
+                &client.id,
+                num_examples.or(client.sample_count),
+                &bytes,
+            )
+            .await;
+        match &result {
+            Ok(_) => self.metrics.upload_accepted(bytes.len()),
+            Err(_) => self.metrics.upload_rejected(),
+        }
+        result
+    }
+
+    async fn add_update(
+        &self,
+        live: &tokio::sync::Mutex<LiveRound>,
+        fed: &FederationId,
+        round: RoundNumber,
+        client: &ClientId,
+        weight: Option<u64>,
+        bytes: &[u8],
+    ) -> Result<UploadReceipt, ApiError> {
+        let frame = FrameView::parse(bytes).map_err(frame_error)?;
+        if frame.dtype() != Dtype::F32 {
+            return Err(ApiError::InvalidInput(format!(
+                "the update has dtype {}; this federation takes plain f32 updates",
+                frame.dtype().name()
+            )));
+        }
+        if let Some(i) = frame.first_non_finite() {
+            return Err(aggregate_error(AggregateError::NonFinite(i)));
+        }
+        let values = frame
+            .to_f32_vec()
+            .ok_or_else(|| ApiError::internal("f32 frame without f32 values"))?;
+        let mut g = live.lock().await;
+        if g.key.round != round {
+            drop(g);
+            return Err(self.refuse_stale(fed, round).await);
+        }
+        if Timestamp::now() >= g.upload_deadline {
+            return Err(ApiError::Conflict {
+                slug: "late-upload",
+                detail: format!(
+                    "the upload deadline of round {round} has passed; late updates are never used"
+                ),
+            });
+        }
+        let key = g.key.clone();
+        match g.acc.as_mut() {
+            Some(Accumulator::Summed(sum)) => {
+                let w = weight.unwrap_or(0);
+                sum.add(&key, client, &values, w).map_err(|e| match e {
+                    AggregateError::BadWeight(0) => ApiError::InvalidInput(
+                        "FedAvg weights updates by sample count: send ?num_examples=N (N >= 1) with the upload".into(),
+                    ),
+                    other => aggregate_error(other),
+                })?
+            }
+            Some(Accumulator::Individual(c)) => {
+                c.add(&key, client, &values).map_err(aggregate_error)?
+            }
+            None => {
+                return Err(ApiError::Conflict {
+                    slug: "late-upload",
+                    detail: format!(
+                        "round {round} is being aggregated; late updates are never used"
+                    ),
+                });
+            }
+        }
+        g.contributed.insert(client.clone());
+        g.bytes += bytes.len() as u64;
+        let accepted = u32::try_from(g.contributed.len()).unwrap_or(u32::MAX);
+        if g.contributed.len() == g.participants.len() {
+            self.wake.notify_one();
+        }
+        Ok(UploadReceipt {
+            round: RoundId::new(round.get()).map_err(ApiError::internal)?,
+            accepted,
+        })
+    }
+
+    /// Ends `fed`'s live round: commits a new model if enough updates arrived, else aborts
+    /// with the reason. Either way the ledger entries stay.
+    async fn finish_round(&self, fed: &FederationId) -> Result<(), ApiError> {
+        let Some(lr) = lock(&self.live).get(fed).cloned() else {
+            return Ok(());
+        };
+        let (key, base_version, acc, failures, upload_secs, bytes) = {
+            let mut g = lr.lock().await;
+            let Some(acc) = g.acc.take() else {
+                return Ok(());
+            };
+            let failures: Vec<FitFailure> = g
+                .participants
+                .keys()
+                .filter(|c| !g.contributed.contains(*c))
+                .map(|c| FitFailure {
+                    client: c.clone(),
+                    reason: "no update before the deadline".into(),
+                })
+                .collect();
+            (
+                g.key.clone(),
+                g.base_version,
+                acc,
+                failures,
+                g.opened.elapsed().as_secs_f64(),
+                g.bytes,
+            )
+        };
+        self.metrics.stage("upload", upload_secs);
+        let federation = self.federation(fed).await?;
+        let layout = self.layout(fed).await?;
+        let min = federation.config.min_clients();
+        let received = acc.contributors();
+        let started = Instant::now();
+        let store = self.store.clone();
+        let f = fed.clone();
+        let config = federation.config.clone();
+        let round_no = key.round;
+        let result = tokio::task::spawn_blocking(move || -> Result<RoundState, ApiError> {
+            let now = Timestamp::now();
+            if let Err(reason) = crate::sampling::check_received(received, min) {
+                let r = store.abort_round(&f, key.round, &reason, now)?;
+                return Ok(r.state);
+            }
+            let base = store.model_version(&f, base_version)?;
+            let base_bytes = store.read_blob(&base.weights)?;
+            let (_, current) =
+                crate::model::ModelLayout::parse(&base_bytes).map_err(ApiError::internal)?;
+            let mut strat = strategy::build(config.strategy(), config.secure_aggregation())
+                .map_err(ApiError::internal)?;
+            if let Some(state) = &base.strategy_state {
+                let bytes = store.read_blob(state)?;
+                strat
+                    .restore_state(current.len(), &bytes)
+                    .map_err(ApiError::internal)?;
+            }
+            let results = match acc {
+                Accumulator::Summed(s) => {
+                    let mut summed = s.finish();
+                    // Client-level DP: N(0, (z·C)²) on the sum of clipped updates. The
+                    // config guarantees an update clip whenever z > 0.
+                    let z = config.central_noise_multiplier();
+                    if z > 0.0 {
+                        let clip = config.update_clip().ok_or_else(|| {
+                            ApiError::internal("central noise without an update clip")
+                        })?;
+                        super::noise::add_gaussian(&mut summed.sum, z * clip)
+                            .map_err(ApiError::internal)?;
+                    }
+                    FitResults::Summed(summed)
+                }
+                Accumulator::Individual(c) => FitResults::Individual(c.finish()),
+            };
+            let mut metrics = RoundMetrics::new();
+            metrics.insert("updates_accepted".into(), received as f64);
+            metrics.insert("upload_bytes".into(), bytes as f64);
+            metrics.insert("upload_stage_s".into(), upload_secs);
+            match strat.aggregate_fit(key.round, &current, results, &failures) {
+                Ok(new) => {
+                    let weights = match &new {
+                        Some(w) => Some(layout.serialize(w).map_err(ApiError::internal)?),
+                        None => None,
+                    };
+                    let state = strat.state();
+                    let completion = RoundCompletion {
+                        new_model: weights.as_deref().map(|w| NewModel {
+                            weights: w,
+                            strategy_state: state.as_deref(),
+                        }),
+                        metrics,
+                        completed_at: Timestamp::now(),
+                    };
+                    Ok(store.complete_round(&f, key.round, &completion)?.state)
+                }
+                Err(e) => {
+                    let reason = AbortReason::Failed {
+                        detail: e.to_string(),
+                    };
+                    Ok(store.abort_round(&f, key.round, &reason, now)?.state)
+                }
+            }
+        })
+        .await
+        .map_err(ApiError::internal)?;
+        lock(&self.live).remove(fed);
+        lock(&self.last_closed).insert(fed.clone(), Instant::now());
+        self.metrics
+            .stage("commit", started.elapsed().as_secs_f64());
+        match result? {
+            RoundState::Completed { version } => {
+                self.metrics.round_completed();
+                tracing::info!(federation = %fed, round = %round_no, ?version, received, "round completed");
+            }
+            RoundState::Aborted { reason } => {
+                self.metrics.round_aborted();
+                tracing::info!(federation = %fed, round = %round_no, %reason, "round aborted");
+            }
+            RoundState::InProgress { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// One scheduler step: finish rounds that are due, open rounds whose interval passed.
+    pub async fn tick(&self) {
+        let now = Timestamp::now();
+        let live: Vec<_> = lock(&self.live)
+            .iter()
+            .map(|(f, lr)| (f.clone(), lr.clone()))
+            .collect();
+        for (fed, lr) in live {
+            let due = lr.lock().await.is_due(now);
+            if due && let Err(e) = self.finish_round(&fed).await {
+                tracing::error!(federation = %fed, error = %e, "finishing the round failed; aborting it");
+                // Never retry a broken round: abort it (its ledger entries stand) so the
+                // next round can open. If even that fails, the store aborts it as
+                // "server restarted" at the next start.
+                let number = lr.lock().await.key.round;
+                let (f, detail) = (fed.clone(), e.to_string());
+                let _ = self
+                    .blocking(move |s| {
+                        s.abort_round(
+                            &f,
+                            number,
+                            &AbortReason::Failed { detail },
+                            Timestamp::now(),
+                        )
+                    })
+                    .await;
+                lock(&self.live).remove(&fed);
+                self.metrics.round_aborted();
+            }
+        }
+        if self.settings.round_interval.is_zero() {
+            return;
+        }
+        let Ok(feds) = self.federations().await else {
+            return;
+        };
+        for fed in feds {
+            if fed.state != FederationState::Active || self.live_round(&fed.id).is_some() {
+                continue;
+            }
+            let ready = lock(&self.last_closed)
+                .get(&fed.id)
+                .is_none_or(|t| t.elapsed() >= self.settings.round_interval);
+            if !ready {
+                continue;
+            }
+            lock(&self.last_closed).insert(fed.id.clone(), Instant::now());
+            if let Err(e) = self.open_round(&fed.id).await {
+                tracing::debug!(federation = %fed.id, error = %e, "no round opened");
+            }
+        }
+    }
+
+    /// Runs [`Service::tick`] until `shutdown` resolves: every 200 ms, and at once when a
+    /// round has all its updates.
+    pub async fn run_scheduler(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+                () = self.wake.notified() => {}
+                () = &mut shutdown => return,
+            }
+            self.tick().await;
+        }
+    }
+}
