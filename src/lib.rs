@@ -10,3 +10,4 @@ This crate is glue. It parses arguments into validated settings and calls the li
 
 pub mod cli;
 pub mod doctor;
+pub mod privacy_cmd;
