@@ -22,6 +22,8 @@ enum Command {
     Pki(cohort_server::cli::PkiArgs),
     /// Measure Cohort's hot paths (secure aggregation, the server) and print JSON or text.
     Bench(crate::bench::BenchArgs),
+    /// Privacy accounting: the ε of a DP-SGD or DP-FedAvg configuration, or the σ for a target.
+    Privacy(crate::privacy_cmd::PrivacyArgs),
 }
 
 /// Parses the process arguments; exits with clap's usage message on bad input.
@@ -36,5 +38,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Serve(args) => cohort_server::cli::run_serve(&args),
         Command::Pki(args) => cohort_server::cli::run_pki(&args),
         Command::Bench(args) => crate::bench::run(&args),
+        Command::Privacy(args) => crate::privacy_cmd::run(&args),
     }
 }

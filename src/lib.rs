@@ -11,3 +11,4 @@ This crate is glue. It parses arguments into validated settings and calls the li
 pub mod bench;
 pub mod cli;
 pub mod doctor;
+pub mod privacy_cmd;
