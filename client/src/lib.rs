@@ -8,6 +8,9 @@ This is the only crate that links libtorch.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod benchmark;
 pub mod data;
+pub mod dpsgd;
+pub mod model;
 pub mod runtime;
 pub mod smoke;

@@ -64,14 +64,25 @@ pub fn train_synthetic(config: &SmokeConfig) -> Result<SmokeReport, tch::TchErro
     let store = nn::VarStore::new(device);
     let root = store.root();
     let model = nn::seq()
-        .add(nn::linear(&root / "hidden", config.features, 16, Default::default()))
+        .add(nn::linear(
+            &root / "hidden",
+            config.features,
+            16,
+            Default::default(),
+        ))
         .add_fn(|x| x.relu())
         .add(nn::linear(&root / "out", 16, 2, Default::default()));
     let mut optimiser = nn::Adam::default().build(&store, config.learning_rate)?;
 
     let mut losses = Vec::with_capacity(config.steps);
     for _ in 0..config.steps {
-        let loss = model.forward(&inputs).f_cross_entropy_for_logits(&labels)?;
+        let loss = model.forward(&inputs).f_cross_entropy_loss::<Tensor>(
+            &labels,
+            None,
+            tch::Reduction::Mean,
+            -100,
+            0.0,
+        )?;
         losses.push(loss.f_double_value(&[])?);
         optimiser.zero_grad();
         loss.f_backward()?;
@@ -100,7 +111,11 @@ mod tests {
         let last = report.losses[report.losses.len() - 1];
         assert!(first.is_finite() && last.is_finite());
         assert!(last < 0.5 * first, "loss did not halve: {first} -> {last}");
-        assert!(report.final_accuracy > 0.9, "accuracy {}", report.final_accuracy);
+        assert!(
+            report.final_accuracy > 0.9,
+            "accuracy {}",
+            report.final_accuracy
+        );
         Ok(())
     }
 
