@@ -16,6 +16,8 @@ pub struct Cli {
 enum Command {
     /// Check libtorch, threads, CUDA, and where data and certificates live.
     Doctor(crate::doctor::DoctorArgs),
+    /// Measure performance (`cohort bench dp-sgd`).
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Parses the process arguments; exits with clap's usage message on bad input.
@@ -27,5 +29,6 @@ pub fn parse() -> Cli {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Doctor(args) => crate::doctor::run(&args),
+        Command::Bench(args) => crate::bench::run(&args),
     }
 }

@@ -8,5 +8,6 @@ This crate is glue. It parses arguments into validated settings and calls the li
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod cli;
 pub mod doctor;

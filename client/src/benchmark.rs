@@ -148,3 +148,52 @@ pub fn dp_sgd(
         threads: tch::get_num_threads(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_benchmark_runs_all_three_variants() {
+        let settings = BenchSettings {
+            batch: 8,
+            min_seconds: 0.01,
+            warmup_steps: 1,
+            device: Device::Cpu,
+        };
+        let report = dp_sgd("tiny", &ModelSpec::mlp(6, &[5], 3), &settings).unwrap();
+        assert_eq!(report.batch, 8);
+        assert_eq!(report.parameters, 6 * 5 + 5 + 5 * 3 + 3);
+        for rate in [
+            report.samples_per_s_nonprivate,
+            report.samples_per_s_dp,
+            report.samples_per_s_dp_fallback,
+        ] {
+            assert!(rate.is_finite() && rate > 0.0);
+        }
+        assert!(
+            (report.overhead - report.samples_per_s_nonprivate / report.samples_per_s_dp).abs()
+                < 1e-9
+        );
+    }
+
+    /// The full measurement, for machines where the CLI is not built:
+    /// `cargo test -p cohort-client --lib measure_dp_sgd -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a benchmark, minutes of CPU"]
+    fn measure_dp_sgd() {
+        let settings = BenchSettings {
+            batch: 256,
+            min_seconds: 3.0,
+            warmup_steps: 3,
+            device: Device::Cpu,
+        };
+        for (name, spec) in [
+            ("mnist-cnn", ModelSpec::mnist_cnn()),
+            ("mlp", ModelSpec::mlp(784, &[512, 256], 10)),
+        ] {
+            let report = dp_sgd(name, &spec, &settings).unwrap();
+            println!("{}", serde_json::to_string(&report).unwrap());
+        }
+    }
+}

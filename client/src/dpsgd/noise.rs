@@ -76,24 +76,24 @@ impl GaussianSource for SecureGaussian {
             return Tensor::f_zeros(shape, (kind, device));
         }
         let pairs = n.div_ceil(2);
-        let mut bytes = vec![0u8; pairs * 12];
-        self.rng.fill_bytes(&mut bytes);
-        let mut u1 = Vec::with_capacity(pairs);
-        let mut u2 = Vec::with_capacity(pairs);
-        for chunk in bytes.chunks_exact(12) {
-            let mut wide = [0u8; 8];
-            wide.copy_from_slice(&chunk[..8]);
-            let mut narrow = [0u8; 4];
-            narrow.copy_from_slice(&chunk[8..]);
-            // (k + 1) / 2⁵³ ∈ (0, 1]: never 0, so the logarithm is finite.
-            u1.push(
-                (u64::from_le_bytes(wide) >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-                    + 1.0 / (1u64 << 53) as f64,
-            );
-            u2.push(f64::from(u32::from_le_bytes(narrow)) * (1.0 / 4_294_967_296.0));
-        }
-        let u1 = Tensor::f_from_slice(&u1)?;
-        let u2 = Tensor::f_from_slice(&u2)?;
+        let pairs_i64 = pairs as i64;
+        let mut wide = vec![0u8; pairs * 8];
+        let mut narrow = vec![0u8; pairs * 4];
+        self.rng.fill_bytes(&mut wide);
+        self.rng.fill_bytes(&mut narrow);
+        // Keystream bytes become integers without a Rust loop (fast even in debug builds).
+        // u₁ = (k + 1) / 2⁵³ with k the low 53 bits of a 64-bit word: in (0, 1], never 0.
+        let step = 1.0 / (1u64 << 53) as f64;
+        let u1 = Tensor::f_from_data_size(&wide, &[pairs_i64], Kind::Int64)?
+            .f_bitwise_and((1i64 << 53) - 1)?
+            .f_to_kind(Kind::Double)?
+            .f_mul_scalar(step)?
+            .f_add_scalar(step)?;
+        // u₂ ∈ [0, 1) from a 32-bit word read as signed.
+        let u2 = Tensor::f_from_data_size(&narrow, &[pairs_i64], Kind::Int)?
+            .f_to_kind(Kind::Double)?
+            .f_add_scalar(2_147_483_648.0)?
+            .f_mul_scalar(1.0 / 4_294_967_296.0)?;
         let radius = u1
             .f_log()?
             .f_mul_scalar(-2.0)?
