@@ -517,4 +517,3 @@ fn private_training_learns_separable_data_and_charges_every_step() {
     let acc = accuracy(trainer.network(), &data, 128).unwrap();
     assert!(acc > 0.85, "accuracy {acc}");
 }
-
