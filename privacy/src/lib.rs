@@ -10,6 +10,7 @@ simulator run the very same code and so that every function can be tested in iso
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod accounting;
 pub mod budget;
 
 pub use budget::EpsDelta;
