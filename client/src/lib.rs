@@ -11,6 +11,7 @@ This is the only crate that links libtorch.
 pub mod benchmark;
 pub mod data;
 pub mod dpsgd;
+pub mod ledger;
 pub mod model;
 pub mod runtime;
 pub mod smoke;
