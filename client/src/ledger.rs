@@ -257,7 +257,7 @@ impl LocalLedger {
         let projected = self
             .accountant
             .projected_epsilon(self.budget.delta(), &[(next, steps)])?;
-        if !(projected <= self.budget.epsilon()) {
+        if projected.is_nan() || projected > self.budget.epsilon() {
             return Err(LedgerError::BudgetExceeded {
                 projected_epsilon: projected,
                 spent_epsilon: self.spent_epsilon()?,
