@@ -23,6 +23,7 @@ demo: setup
 
 bench: setup
 	$(CARGO) bench --workspace
+	benches/compare/run.sh
 
 doctor: setup
 	$(CARGO) run --bin cohort -- doctor

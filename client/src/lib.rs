@@ -8,7 +8,11 @@ This is the only crate that links libtorch.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod benchmark;
 pub mod data;
+pub mod dpsgd;
+pub mod ledger;
+pub mod model;
 pub mod runtime;
 pub mod smoke;
 pub mod weights;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
+pub mod dp_sgd;
 pub mod secagg;
 pub mod server;
 
@@ -17,6 +18,9 @@ pub struct BenchArgs {
 
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
+    /// Throughput of DP-SGD (ghost clipping and the per-sample fallback) against non-private
+    /// training on the same model and batch.
+    DpSgd(dp_sgd::DpSgdArgs),
     /// Run one whole SecAgg+ round in process and time the client and server sides.
     Secagg(secagg::SecaggArgs),
     /// One real FedAvg round over HTTPS on loopback: N clients upload D-parameter updates to a
@@ -27,6 +31,7 @@ enum BenchCommand {
 /// Runs the chosen benchmark.
 pub fn run(args: &BenchArgs) -> ExitCode {
     match &args.command {
+        BenchCommand::DpSgd(a) => dp_sgd::run(a),
         BenchCommand::Secagg(a) => secagg::run(a),
         BenchCommand::Server(a) => server::run(a),
     }

@@ -1,0 +1,324 @@
+//! Book-keeping ("ghost") clipping: per-sample gradient norms and the clipped gradient sum from
+//! one forward and one backward, without per-sample gradient tensors for big layers.
+//!
+//! For a layer `s = f(a; θ)` the per-sample gradient of θ is a function of the layer input `a_i`
+//! and the output gradient `g_i = ∂L_i/∂s_i` alone. With `L = Σ_i L_i`, one
+//! `run_backward(L, [s_1 … s_k])` yields every `g` at once. Then:
+//!
+//! - Linear, `[B, in]`: ‖∇W_i‖² = ‖a_i‖²‖g_i‖²; with a sequence `[B, T, in]`,
+//!   ‖∇W_i‖² = ⟨A_i A_iᵀ, G_i G_iᵀ⟩ (Gram matrices, T×T), or the explicit `G_iᵀA_i` when that
+//!   is smaller than T².
+//! - Conv2d: the same with `A_i = unfold(a_i)` (im2col, `[C·k·k, L]`), choosing explicit
+//!   `[out, C·k·k]` per-sample gradients or L×L Gram matrices, whichever costs less.
+//! - GroupNorm/LayerNorm: γ and β are per-channel vectors, so their per-sample gradients are
+//!   small and computed outright.
+//! - Embedding: ‖∇E_i‖² = Σ_{t,s} [x_t = x_s] ⟨g_t, g_s⟩.
+//!
+//! The clipped sum `Σ_i c_i ∇θ_i` is then one product per layer with the `c_i`-weighted `g`.
+
+use std::collections::HashMap;
+
+use tch::{TchError, Tensor};
+
+use crate::model::{ParamId, Record};
+
+/// Stabiliser in the clip factor `min(1, C / (‖∇_i‖ + STABILITY))`, as in Opacus.
+pub const STABILITY: f64 = 1e-6;
+
+/// What the norm pass keeps for the clipped sum: an explicit per-sample gradient when that was
+/// the cheaper way to get the norm.
+enum Kept {
+    None,
+    PerSample(Tensor),
+}
+
+/// Per-sample squared gradient norms over all recorded layers (`[B]`) and the per-record data
+/// the clipped sum reuses.
+pub(crate) struct Norms {
+    pub(crate) squared: Tensor,
+    kept: Vec<Kept>,
+}
+
+fn flatten_sequence(t: &Tensor) -> Result<Tensor, TchError> {
+    // [B, ..., F] → [B, T, F]
+    let size = t.size();
+    let b = size[0];
+    let f = size[size.len() - 1];
+    t.f_reshape([b, -1, f])
+}
+
+fn sum_squares_per_sample(t: &Tensor) -> Result<Tensor, TchError> {
+    let b = t.size()[0];
+    t.f_reshape([b, -1])?
+        .f_square()?
+        .f_sum_dim_intlist(1, false, t.kind())
+}
+
+/// Computes per-sample squared norms. `grads[k]` is ∂L/∂(records[k].output).
+pub(crate) fn squared_norms(records: &[Record], grads: &[Tensor]) -> Result<Norms, TchError> {
+    let mut squared: Option<Tensor> = None;
+    let mut kept = Vec::with_capacity(records.len());
+    let mut add = |t: Tensor| -> Result<(), TchError> {
+        squared = Some(match squared.take() {
+            Some(s) => s.f_add(&t)?,
+            None => t,
+        });
+        Ok(())
+    };
+    for (record, g) in records.iter().zip(grads) {
+        match record {
+            Record::Linear { input, bias, .. } => {
+                if input.dim() == 2 {
+                    let a2 = input
+                        .f_square()?
+                        .f_sum_dim_intlist(1, false, input.kind())?;
+                    let g2 = g.f_square()?.f_sum_dim_intlist(1, false, g.kind())?;
+                    add(a2.f_mul(&g2)?)?;
+                    if bias.is_some() {
+                        add(g2)?;
+                    }
+                    kept.push(Kept::None);
+                } else {
+                    let a = flatten_sequence(input)?;
+                    let gs = flatten_sequence(g)?;
+                    let (t, fin, fout) = (a.size()[1], a.size()[2], gs.size()[2]);
+                    if t * t <= fin * fout {
+                        let ga = a.f_bmm(&a.f_transpose(1, 2)?)?;
+                        let gg = gs.f_bmm(&gs.f_transpose(1, 2)?)?;
+                        add(ga.f_mul(&gg)?.f_sum_dim_intlist(
+                            [1i64, 2].as_slice(),
+                            false,
+                            a.kind(),
+                        )?)?;
+                        kept.push(Kept::None);
+                    } else {
+                        let per_sample = gs.f_transpose(1, 2)?.f_bmm(&a)?;
+                        add(sum_squares_per_sample(&per_sample)?)?;
+                        kept.push(Kept::PerSample(per_sample));
+                    }
+                    if bias.is_some() {
+                        let gb = gs.f_sum_dim_intlist(1, false, gs.kind())?;
+                        add(sum_squares_per_sample(&gb)?)?;
+                    }
+                }
+            }
+            Record::Conv2d {
+                input,
+                bias,
+                kernel,
+                stride,
+                padding,
+                ..
+            } => {
+                let unfolded = input.f_im2col(
+                    [*kernel, *kernel],
+                    [1, 1],
+                    [*padding, *padding],
+                    [*stride, *stride],
+                )?; // [B, C·k·k, L]
+                let b = g.size()[0];
+                let out = g.size()[1];
+                let gs = g.f_reshape([b, out, -1])?; // [B, out, L]
+                let (ckk, l) = (unfolded.size()[1], unfolded.size()[2]);
+                // Flops: explicit B·out·L·ckk; Gram B·L²·(ckk + out).
+                if out * ckk <= l * (ckk + out) {
+                    let per_sample = gs.f_bmm(&unfolded.f_transpose(1, 2)?)?; // [B, out, ckk]
+                    add(sum_squares_per_sample(&per_sample)?)?;
+                    kept.push(Kept::PerSample(per_sample));
+                } else {
+                    let ut = unfolded.f_transpose(1, 2)?;
+                    let ga = ut.f_bmm(&unfolded)?;
+                    let gg = gs.f_transpose(1, 2)?.f_bmm(&gs)?;
+                    add(ga.f_mul(&gg)?.f_sum_dim_intlist(
+                        [1i64, 2].as_slice(),
+                        false,
+                        g.kind(),
+                    )?)?;
+                    kept.push(Kept::None);
+                }
+                if bias.is_some() {
+                    let gb = gs.f_sum_dim_intlist(2, false, gs.kind())?;
+                    add(sum_squares_per_sample(&gb)?)?;
+                }
+            }
+            Record::Affine {
+                normalised,
+                channel_dim,
+                ..
+            } => {
+                let gamma = affine_per_sample(&g.f_mul(normalised)?, *channel_dim)?;
+                let beta = affine_per_sample(g, *channel_dim)?;
+                add(sum_squares_per_sample(&gamma)?)?;
+                add(sum_squares_per_sample(&beta)?)?;
+                kept.push(Kept::PerSample(Tensor::f_stack(&[gamma, beta], 0)?));
+            }
+            Record::Embedding { indices, .. } => {
+                if indices.dim() == 1 {
+                    add(sum_squares_per_sample(g)?)?;
+                } else {
+                    let b = indices.size()[0];
+                    let idx = indices.f_reshape([b, -1])?;
+                    let gs = flatten_sequence(g)?;
+                    let same = idx
+                        .f_unsqueeze(2)?
+                        .f_eq_tensor(&idx.f_unsqueeze(1)?)?
+                        .f_to_kind(g.kind())?;
+                    let gg = gs.f_bmm(&gs.f_transpose(1, 2)?)?;
+                    add(same.f_mul(&gg)?.f_sum_dim_intlist(
+                        [1i64, 2].as_slice(),
+                        false,
+                        g.kind(),
+                    )?)?;
+                }
+                kept.push(Kept::None);
+            }
+        }
+    }
+    let squared = match squared {
+        Some(s) => s,
+        None => {
+            return Err(TchError::Kind(
+                "ghost clipping saw no parametrised layer".into(),
+            ));
+        }
+    };
+    Ok(Norms { squared, kept })
+}
+
+/// `[B, ..., C, ...]` per-element products → per-sample per-channel sums `[B, C]`.
+fn affine_per_sample(t: &Tensor, channel_dim: i64) -> Result<Tensor, TchError> {
+    let b = t.size()[0];
+    if channel_dim == 1 {
+        let c = t.size()[1];
+        t.f_reshape([b, c, -1])?
+            .f_sum_dim_intlist(2, false, t.kind())
+    } else {
+        flatten_sequence(t)?.f_sum_dim_intlist(1, false, t.kind())
+    }
+}
+
+/// Clip factors `min(1, C / (‖∇_i‖ + STABILITY))` from squared norms.
+pub(crate) fn clip_factors(squared: &Tensor, max_norm: f64) -> Result<Tensor, TchError> {
+    squared
+        .f_sqrt()?
+        .f_add_scalar(STABILITY)?
+        .f_reciprocal()?
+        .f_mul_scalar(max_norm)?
+        .f_clamp_max(1.0)
+}
+
+/// `Σ_i c_i ∇θ_i` for every recorded parameter, keyed by parameter id.
+pub(crate) fn clipped_sum(
+    records: &[Record],
+    grads: &[Tensor],
+    norms: Norms,
+    factors: &Tensor,
+    params: &[Tensor],
+) -> Result<HashMap<ParamId, Tensor>, TchError> {
+    let mut out: HashMap<ParamId, Tensor> = HashMap::new();
+    let mut put = |id: ParamId, t: Tensor| -> Result<(), TchError> {
+        if let Some(existing) = out.remove(&id) {
+            out.insert(id, existing.f_add(&t)?);
+        } else {
+            out.insert(id, t);
+        }
+        Ok(())
+    };
+    let b = factors.size()[0];
+    for ((record, g), kept) in records.iter().zip(grads).zip(norms.kept) {
+        // Broadcast the factors over every non-batch dimension of g.
+        let mut shape = vec![1i64; g.dim()];
+        shape[0] = b;
+        let weighted = g.f_mul(&factors.f_view(shape.as_slice())?)?;
+        match record {
+            Record::Linear {
+                input,
+                weight,
+                bias,
+                ..
+            } => {
+                let fout = *g.size().last().unwrap_or(&1);
+                let fin = *input.size().last().unwrap_or(&1);
+                let w = match kept {
+                    Kept::PerSample(per_sample) => weighted_sum(&per_sample, factors)?,
+                    Kept::None => weighted
+                        .f_reshape([-1, fout])?
+                        .f_tr()?
+                        .f_matmul(&input.f_reshape([-1, fin])?)?,
+                };
+                put(*weight, w)?;
+                if let Some(bias) = bias {
+                    put(
+                        *bias,
+                        weighted
+                            .f_reshape([-1, fout])?
+                            .f_sum_dim_intlist(0, false, g.kind())?,
+                    )?;
+                }
+            }
+            Record::Conv2d {
+                input,
+                weight,
+                bias,
+                kernel,
+                stride,
+                padding,
+                ..
+            } => {
+                let out_ch = g.size()[1];
+                let wshape = [out_ch, input.size()[1], *kernel, *kernel];
+                let w = match kept {
+                    Kept::PerSample(per_sample) => weighted_sum(&per_sample, factors)?,
+                    Kept::None => {
+                        let unfolded = input.f_im2col(
+                            [*kernel, *kernel],
+                            [1, 1],
+                            [*padding, *padding],
+                            [*stride, *stride],
+                        )?;
+                        let gs = weighted.f_reshape([b, out_ch, -1])?;
+                        // Σ_b gs_b · U_bᵀ = [out, B·L] · [B·L, ckk]
+                        gs.f_permute([1, 0, 2])?.f_reshape([out_ch, -1])?.f_matmul(
+                            &unfolded
+                                .f_transpose(1, 2)?
+                                .f_reshape([-1, unfolded.size()[1]])?,
+                        )?
+                    }
+                };
+                put(*weight, w.f_reshape(wshape)?)?;
+                if let Some(bias) = bias {
+                    put(
+                        *bias,
+                        weighted.f_sum_dim_intlist([0i64, 2, 3].as_slice(), false, g.kind())?,
+                    )?;
+                }
+            }
+            Record::Affine { weight, bias, .. } => {
+                if let Kept::PerSample(both) = kept {
+                    put(*weight, weighted_sum(&both.f_get(0)?, factors)?)?;
+                    put(*bias, weighted_sum(&both.f_get(1)?, factors)?)?;
+                }
+            }
+            Record::Embedding {
+                indices, weight, ..
+            } => {
+                let d = *g.size().last().unwrap_or(&1);
+                let vocab_rows = weighted.f_reshape([-1, d])?;
+                let vocab = params.get(*weight).map_or(0, |p| p.size()[0]);
+                let zeros = Tensor::f_zeros([vocab, d], (g.kind(), g.device()))?;
+                let table = zeros.f_index_add(0, &indices.f_reshape([-1])?, &vocab_rows)?;
+                put(*weight, table)?;
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn weighted_sum(per_sample: &Tensor, factors: &Tensor) -> Result<Tensor, TchError> {
+    let size = per_sample.size();
+    let b = size[0];
+    factors
+        .f_unsqueeze(0)?
+        .f_matmul(&per_sample.f_reshape([b, -1])?)?
+        .f_reshape(&size[1..])
+}

@@ -1,0 +1,240 @@
+//! The private trainer: clip → accumulate → noise → scale → update → account.
+
+use tch::{Kind, Tensor};
+
+use super::noise::{GaussianSource, SecureGaussian};
+use super::optim::Optimizer;
+use super::sampling::PoissonSampler;
+use super::{ClippingMode, DpConfig, DpError, Network, StepAccountant, clip};
+use crate::data::Dataset;
+
+/// What one step did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepReport {
+    /// Examples in the Poisson batch.
+    pub batch_size: i64,
+    /// Mean loss over the batch (NaN for an empty batch); for progress display only.
+    pub mean_loss: f64,
+}
+
+/// What one epoch (⌈1/q⌉ Poisson batches) did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpochReport {
+    /// Steps taken.
+    pub steps: usize,
+    /// Examples processed over all steps.
+    pub examples: i64,
+    /// Loss averaged over the examples processed.
+    pub mean_loss: f64,
+}
+
+/// A network made private: every update it makes is a DP-SGD step recorded by its accountant.
+#[derive(Debug)]
+pub struct PrivateTrainer<N: Network> {
+    network: N,
+    optimizer: Optimizer,
+    config: DpConfig,
+    dataset_len: i64,
+    sampler: PoissonSampler,
+    pub(super) noise: Box<dyn GaussianSource>,
+    accountant: Box<dyn StepAccountant>,
+    steps: usize,
+}
+
+/// Makes `network` private for a data set of `dataset_len` examples.
+///
+/// Refuses batch normalisation and out-of-range settings; seeds the Poisson sampler and the
+/// Gaussian noise (ChaCha20) from the operating system. `accountant` advances once per step.
+pub fn make_private<N: Network>(
+    network: N,
+    optimizer: Optimizer,
+    config: DpConfig,
+    dataset_len: i64,
+    accountant: Box<dyn StepAccountant>,
+) -> Result<PrivateTrainer<N>, DpError> {
+    if network.has_batch_norm() {
+        return Err(DpError::BatchNorm);
+    }
+    if !(config.noise_multiplier >= 0.0 && config.noise_multiplier.is_finite()) {
+        return Err(DpError::InvalidConfig(format!(
+            "noise multiplier must be finite and >= 0, got {}",
+            config.noise_multiplier
+        )));
+    }
+    if !(config.max_grad_norm > 0.0 && config.max_grad_norm.is_finite()) {
+        return Err(DpError::InvalidConfig(format!(
+            "clip norm must be finite and > 0, got {}",
+            config.max_grad_norm
+        )));
+    }
+    if dataset_len <= 0 {
+        return Err(DpError::InvalidConfig("the data set is empty".into()));
+    }
+    if config.clipping == ClippingMode::Ghost && !network.supports_ghost_clipping() {
+        return Err(DpError::Unsupported(
+            "ghost clipping does not cover this network; use ClippingMode::Auto".into(),
+        ));
+    }
+    let sampler = PoissonSampler::new(config.sample_rate, dataset_len as u64)?;
+    let noise = Box::new(SecureGaussian::from_os().map_err(DpError::Random)?);
+    Ok(PrivateTrainer {
+        network,
+        optimizer,
+        config,
+        dataset_len,
+        sampler,
+        noise,
+        accountant,
+        steps: 0,
+    })
+}
+
+impl<N: Network> PrivateTrainer<N> {
+    /// The network being trained.
+    pub fn network(&self) -> &N {
+        &self.network
+    }
+
+    /// The DP settings.
+    pub fn config(&self) -> &DpConfig {
+        &self.config
+    }
+
+    /// The optimiser (for its current learning rate).
+    pub fn optimizer(&self) -> &Optimizer {
+        &self.optimizer
+    }
+
+    /// DP-SGD steps taken.
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
+
+    /// ε spent so far by this trainer's accountant at `delta`.
+    pub fn epsilon(&self, delta: f64) -> Option<f64> {
+        self.accountant.epsilon(delta)
+    }
+
+    /// The accountant, to persist its state.
+    pub fn accountant(&self) -> &dyn StepAccountant {
+        self.accountant.as_ref()
+    }
+
+    /// Whether the noise comes from a CSPRNG seeded by the operating system.
+    pub fn noise_is_secure(&self) -> bool {
+        self.noise.is_secure()
+    }
+
+    pub(super) fn sampler_mut(&mut self) -> &mut PoissonSampler {
+        &mut self.sampler
+    }
+
+    /// The privatised gradient of one batch without applying it: clip and accumulate, add
+    /// N(0, σ²C²) to each coordinate, divide by the expected batch size q·N. The accountant is
+    /// charged here, as soon as the noisy gradient exists.
+    pub fn private_gradient(
+        &mut self,
+        features: &Tensor,
+        labels: &Tensor,
+    ) -> Result<(Vec<Tensor>, StepReport), DpError> {
+        let clipped = clip::clipped_gradient_sum(
+            &self.network,
+            features,
+            labels,
+            self.config.max_grad_norm,
+            self.config.clipping,
+        )?;
+        let std = self.config.noise_multiplier * self.config.max_grad_norm;
+        let expected = self.config.sample_rate * self.dataset_len as f64;
+        let mut grads = Vec::with_capacity(clipped.grads.len());
+        for g in clipped.grads {
+            let kind = g.kind();
+            let noisy = if std > 0.0 {
+                let noise = self.noise.sample(std, &g.size(), kind, g.device())?;
+                g.f_add(&noise)?
+            } else {
+                g
+            };
+            grads.push(noisy.f_div_scalar(expected)?);
+        }
+        self.accountant
+            .step(self.config.noise_multiplier, self.config.sample_rate);
+        let mean_loss = if clipped.batch_size > 0 {
+            clipped.loss_sum / clipped.batch_size as f64
+        } else {
+            f64::NAN
+        };
+        Ok((
+            grads,
+            StepReport {
+                batch_size: clipped.batch_size,
+                mean_loss,
+            },
+        ))
+    }
+
+    /// One DP-SGD step on a batch the caller drew by Poisson sampling (see
+    /// [`PrivateTrainer::step_sampled`] to let the trainer draw it).
+    pub fn step(&mut self, features: &Tensor, labels: &Tensor) -> Result<StepReport, DpError> {
+        let (grads, report) = self.private_gradient(features, labels)?;
+        let params: Vec<Tensor> = clip::trainable_parameters(&self.network)
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect();
+        self.optimizer.step(&params, &grads)?;
+        self.steps += 1;
+        Ok(report)
+    }
+
+    /// Draws a Poisson batch from `data` and takes one step on it.
+    pub fn step_sampled(&mut self, data: &Dataset) -> Result<StepReport, DpError> {
+        if data.len() != self.dataset_len {
+            return Err(DpError::InvalidConfig(format!(
+                "the trainer was made for {} examples but the data set has {}",
+                self.dataset_len,
+                data.len()
+            )));
+        }
+        let indices = self.sampler.sample();
+        let index = Tensor::f_from_slice(&indices)?.f_to_device(data.features.device())?;
+        let features = data.features.f_index_select(0, &index)?;
+        let labels = data
+            .labels
+            .f_index_select(0, &index)?
+            .f_to_kind(Kind::Int64)?;
+        self.step(&features, &labels)
+    }
+
+    /// One epoch: ⌈1/q⌉ Poisson batches. `on_step` sees each step's report (for progress bars).
+    pub fn train_epoch(
+        &mut self,
+        data: &Dataset,
+        mut on_step: impl FnMut(&StepReport),
+    ) -> Result<EpochReport, DpError> {
+        let steps = self.sampler.steps_per_epoch();
+        let mut examples = 0;
+        let mut loss = 0.0;
+        for _ in 0..steps {
+            let report = self.step_sampled(data)?;
+            if report.batch_size > 0 {
+                examples += report.batch_size;
+                loss += report.mean_loss * report.batch_size as f64;
+            }
+            on_step(&report);
+        }
+        Ok(EpochReport {
+            steps,
+            examples,
+            mean_loss: if examples > 0 {
+                loss / examples as f64
+            } else {
+                f64::NAN
+            },
+        })
+    }
+
+    /// Gives the network back (e.g. to save its weights).
+    pub fn into_network(self) -> N {
+        self.network
+    }
+}
