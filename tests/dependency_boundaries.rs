@@ -22,7 +22,7 @@ fn dependency_names(package: &str) -> Vec<String> {
         ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
-        .expect("cargo tree runs");
+        .unwrap_or_else(|err| panic!("cargo tree could not start: {err}"));
     assert!(
         output.status.success(),
         "cargo tree -p {package} failed: {}",
