@@ -30,7 +30,10 @@ enum PrivacyCommand {
     Sigma(SigmaArgs),
 }
 
+/// Negative numbers are accepted as values so that `--sigma -1` gets our one-line range error
+/// rather than clap's "unexpected argument".
 #[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
 struct EpsilonArgs {
     /// Sampling rate in (0, 1]: records per batch / data set size (DP-SGD), or the client
     /// sampling rate (DP-FedAvg). 1 means the plain Gaussian mechanism.
@@ -54,6 +57,7 @@ struct EpsilonArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
 struct SigmaArgs {
     /// Target ε > 0.
     #[arg(long, value_name = "E")]
