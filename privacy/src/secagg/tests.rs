@@ -28,7 +28,10 @@ fn input(id: ClientId, bits: u32) -> Vec<u32> {
 
 #[test]
 fn exact_sum_with_dropouts_at_every_stage() {
-    let cfg = config(6, 3, 20);
+    // The complete graph (k = n − 1): on a random sparse graph five dropouts can leave a
+    // survivor below t, a legitimate abort that made this test flaky. Sparse graphs and the
+    // abort rule are covered by the randomised abort-rule test.
+    let cfg = config(19, 3, 20);
     let drops = Dropouts::none()
         .with(1, Stage::AdvertiseKeys)
         .with(4, Stage::ShareKeys)
