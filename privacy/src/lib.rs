@@ -13,6 +13,8 @@ simulator run the very same code and so that every function can be tested in iso
 pub mod accounting;
 pub mod budget;
 pub mod quantize;
+#[cfg(feature = "scalar-release")]
+pub mod release;
 pub mod secagg;
 
 pub mod noise;
