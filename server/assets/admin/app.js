@@ -197,7 +197,7 @@
     root.append(
       h("section", { class: "card", id: "fed-head" }),
       h("div", { class: "summary", id: "summary" }),
-      h("div", { class: "grid2" },
+      h("div", { class: "grid2 chart-rounds" },
         h("section", { class: "card" },
           h("h3", {}, "Client-level ε over rounds"),
           h("div", { id: "fed-chart-box" })),

@@ -293,22 +293,6 @@ impl Service {
         })
     }
 
-    /// Revokes a client: its certificate stops working and it is never sampled again.
-    pub async fn revoke(
-        &self,
-        fed: &FederationId,
-        client: &ClientId,
-    ) -> Result<ClientView, ApiError> {
-        let (f, c) = (fed.clone(), client.clone());
-        let client = self
-            .blocking(move |s| {
-                s.revoke_client(&f, &c)?;
-                s.client(&f, &c)
-            })
-            .await?;
-        client_view(&client)
-    }
-
     /// A federation's clients.
     pub async fn clients(&self, fed: &FederationId) -> Result<Vec<ClientView>, ApiError> {
         let f = fed.clone();
