@@ -319,7 +319,7 @@
       budget: budget ? budget.epsilon : null,
       xLabel: "round",
       yLabel: "client-level ε",
-      empty: "No rounds yet",
+      empty: budget ? "No rounds yet" : "No client-level ε recorded",
     }));
   }
 
