@@ -3,6 +3,7 @@
 //! script, take a screenshot). No WebDriver crate: the protocol is a handful of JSON calls.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -56,7 +57,12 @@ pub struct Driver {
 }
 
 impl Drop for Driver {
+    /// Ends chromedriver and the browsers it started: they share its process group, so a
+    /// test that panics before closing its session leaves no Chromium behind.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &format!("-{}", self.child.id())])
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -71,6 +77,7 @@ impl Driver {
             .port();
         let child = Command::new(chromedriver)
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
