@@ -24,6 +24,8 @@ enum Command {
     Bench(crate::bench::BenchArgs),
     /// Privacy accounting: the ε of a DP-SGD or DP-FedAvg configuration, or the σ for a target.
     Privacy(crate::privacy_cmd::PrivacyArgs),
+    /// Per-client privacy budgets of a running server: spent and budget ε, δ, status.
+    Budgets(crate::budgets_cmd::BudgetsArgs),
 }
 
 /// Parses the process arguments; exits with clap's usage message on bad input.
@@ -39,5 +41,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Pki(args) => cohort_server::cli::run_pki(&args),
         Command::Bench(args) => crate::bench::run(&args),
         Command::Privacy(args) => crate::privacy_cmd::run(&args),
+        Command::Budgets(args) => crate::budgets_cmd::run(&args),
     }
 }

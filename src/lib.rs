@@ -9,6 +9,7 @@ This crate is glue. It parses arguments into validated settings and calls the li
 #![deny(missing_docs)]
 
 pub mod bench;
+pub mod budgets_cmd;
 pub mod cli;
 pub mod doctor;
 pub mod privacy_cmd;

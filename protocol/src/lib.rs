@@ -20,6 +20,7 @@ assert_eq!(frame.first_non_finite(), None);
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod budgets;
 pub mod epsilon;
 pub mod frame;
 pub mod ids;

@@ -195,6 +195,18 @@ pub struct BudgetView {
     pub spent: EpsDelta,
     /// Rounds charged.
     pub rounds: u32,
+    /// Eligible, exhausted, revoked or pending.
+    pub status: crate::budgets::BudgetStatus,
+    /// ε after one more round of this federation at its budget's δ, when that can be
+    /// computed (it is why an under-spent client can already be exhausted).
+    #[serde(default)]
+    pub next_round_epsilon: Option<f64>,
+    /// Unix milliseconds of the client's last request, if any.
+    #[serde(default)]
+    pub last_seen_ms: Option<u64>,
+    /// ε after each round it was charged for, oldest first (the ledger's entries).
+    #[serde(default)]
+    pub history: Vec<crate::budgets::EpsilonPoint>,
 }
 
 /// `GET /v1/federations/{fed}/budgets`.

@@ -161,15 +161,6 @@ pub async fn invite_client(
     Ok((StatusCode::CREATED, ApiJson(created)))
 }
 
-/// `POST /v1/federations/{fed}/clients/{client}/revoke` (admin).
-pub async fn revoke_client(
-    State(s): State<AppState>,
-    _: Admin,
-    ApiPath((fed, client)): ApiPath<(FederationId, ClientId)>,
-) -> ApiResult<ClientView> {
-    Ok(ApiJson(s.service.revoke(&fed, &client).await?))
-}
-
 /// `POST /v1/federations/{fed}/enrol`: the one-time token authenticates.
 pub async fn enrol(
     State(s): State<AppState>,

@@ -4,6 +4,8 @@
 //! [`app`] builds the whole router from a state, so tests drive it with `oneshot` and no
 //! socket; [`crate::tls::serve`] puts it behind HTTPS.
 
+mod admin;
+mod budgets;
 pub mod error;
 pub mod extract;
 mod handlers;
@@ -65,8 +67,14 @@ pub fn app(state: AppState) -> Router {
         )
         .route(
             "/v1/federations/{fed}/clients/{client}/revoke",
-            post(handlers::revoke_client),
+            post(budgets::revoke_client),
         )
+        .route(
+            "/v1/federations/{fed}/clients/{client}/budget",
+            post(budgets::change_budget),
+        )
+        .route("/v1/federations/{fed}/audit", get(budgets::audit_log))
+        .route("/v1/me/budget", get(budgets::my_budget))
         .route("/v1/federations/{fed}/enrol", post(handlers::enrol))
         .route(
             "/v1/federations/{fed}/rounds",
@@ -91,6 +99,9 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(handlers::healthz))
         .route("/metrics", get(handlers::metrics))
         .route("/openapi.json", get(handlers::openapi))
+        .route("/admin", get(admin::index))
+        .route("/admin/app.js", get(admin::script))
+        .route("/admin/app.css", get(admin::style))
         .merge(api)
         .fallback(error::not_found_fallback)
         .method_not_allowed_fallback(error::method_not_allowed_fallback)

@@ -22,6 +22,30 @@ pub const OPERATIONS: &[Operation] = &[
     ("get", "/openapi.json", "This document", "anyone", None, 200),
     (
         "get",
+        "/admin",
+        "Privacy-budget dashboard (HTML). It shows nothing until a bearer token is entered, then reads the /v1 API with it",
+        "anyone",
+        None,
+        200,
+    ),
+    (
+        "get",
+        "/admin/app.js",
+        "Dashboard script",
+        "anyone",
+        None,
+        200,
+    ),
+    (
+        "get",
+        "/admin/app.css",
+        "Dashboard style sheet",
+        "anyone",
+        None,
+        200,
+    ),
+    (
+        "get",
         "/v1/federations",
         "List federations",
         "viewer",
@@ -63,8 +87,32 @@ pub const OPERATIONS: &[Operation] = &[
     (
         "post",
         "/v1/federations/{fed}/clients/{client}/revoke",
-        "Revoke a client for good",
+        "Revoke a client for good. Optional JSON body {\"reason\": text}; written to the audit log",
         "admin",
+        None,
+        200,
+    ),
+    (
+        "post",
+        "/v1/federations/{fed}/clients/{client}/budget",
+        "Set or raise a client's record-level epsilon budget: JSON {\"set_epsilon\": x} or {\"raise_epsilon_by\": x}, with \"reason\". Audited (who, when, old and new, reason). A budget below the spend makes the client exhausted; spent epsilon never changes; delta cannot be changed",
+        "admin",
+        Some("application/json"),
+        200,
+    ),
+    (
+        "get",
+        "/v1/federations/{fed}/audit",
+        "Audit log of budget changes and revocations, oldest first; ?client=NAME keeps one client's",
+        "viewer",
+        None,
+        200,
+    ),
+    (
+        "get",
+        "/v1/me/budget",
+        "The calling client's own budget: spent and budget (epsilon, delta), rounds, status and epsilon after each round",
+        "client certificate",
         None,
         200,
     ),
@@ -127,7 +175,7 @@ pub const OPERATIONS: &[Operation] = &[
     (
         "get",
         "/v1/federations/{fed}/budgets",
-        "Privacy spend of the federation and each client",
+        "Privacy spend of the federation (client-level) and of each client (record-level): budget, spent, rounds, status (eligible, exhausted, revoked, pending), epsilon after one more round, last seen, epsilon after each round",
         "viewer",
         None,
         200,
@@ -216,9 +264,18 @@ mod tests {
             // The chunk runs to the next `.route(`, so it holds this route's method chain.
             let call = tail;
             for m in ["get", "post", "put", "delete", "patch"] {
-                let plain = format!("{m}(handlers::");
-                let chained = format!(".{m}(handlers::");
-                if call.contains(&plain) || call.contains(&chained) {
+                // `get(module::handler)` or `.post(module::handler)`, from any handler module.
+                let pattern = format!("{m}(");
+                let found = call.match_indices(&pattern).any(|(i, _)| {
+                    let before = call[..i].chars().next_back();
+                    let after = &call[i + pattern.len()..];
+                    !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
+                        && after.split_once("::").is_some_and(|(module, _)| {
+                            !module.is_empty()
+                                && module.chars().all(|c| c.is_alphanumeric() || c == '_')
+                        })
+                });
+                if found {
                     out.push((m.to_owned(), path.to_owned()));
                 }
             }

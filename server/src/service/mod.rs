@@ -1,6 +1,7 @@
 //! The server's operations as plain async functions: HTTP handlers only extract and call
 //! these. Storage is synchronous (every write fsyncs), so each call runs on the blocking pool.
 
+pub mod budgets;
 mod noise;
 mod rounds;
 
@@ -11,7 +12,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use cohort_privacy::EpsDelta;
 use cohort_protocol::messages::{
-    BudgetView, BudgetsView, ClientCreated, ClientState, ClientView, EnrolRequest, EnrolResponse,
+    ClientCreated, ClientState, ClientView, EnrolRequest, EnrolResponse,
     RoundState as WireRoundState, RoundView,
 };
 use ring::rand::{SecureRandom, SystemRandom};
@@ -24,7 +25,6 @@ use crate::domain::{
     NewFederation, Round, RoundNumber, RoundState, Timestamp, TrainingConfig, VersionNumber,
 };
 use crate::http::error::ApiError;
-use crate::ledger::{DefaultAccountant, client_spends};
 use crate::metrics::Metrics;
 use crate::model::ModelLayout;
 use crate::pki::{CertificateAuthority, Validity};
@@ -293,22 +293,6 @@ impl Service {
         })
     }
 
-    /// Revokes a client: its certificate stops working and it is never sampled again.
-    pub async fn revoke(
-        &self,
-        fed: &FederationId,
-        client: &ClientId,
-    ) -> Result<ClientView, ApiError> {
-        let (f, c) = (fed.clone(), client.clone());
-        let client = self
-            .blocking(move |s| {
-                s.revoke_client(&f, &c)?;
-                s.client(&f, &c)
-            })
-            .await?;
-        client_view(&client)
-    }
-
     /// A federation's clients.
     pub async fn clients(&self, fed: &FederationId) -> Result<Vec<ClientView>, ApiError> {
         let f = fed.clone();
@@ -378,50 +362,6 @@ impl Service {
             }
         };
         Ok((mv, bytes))
-    }
-
-    /// Every client's record-level spend and the federation's client-level spend.
-    pub async fn budgets(&self, fed: &FederationId) -> Result<BudgetsView, ApiError> {
-        let f = fed.clone();
-        let (federation, clients, accounts, fed_account, entries) = self
-            .blocking(move |s| {
-                Ok((
-                    s.federation(&f)?,
-                    s.clients(&f)?,
-                    s.client_accounts(&f)?,
-                    s.federation_account(&f)?,
-                    s.ledger_entries(&f, None)?,
-                ))
-            })
-            .await?;
-        let accounts: HashMap<_, _> = accounts.into_iter().collect();
-        let mut rounds: HashMap<ClientId, u32> = HashMap::new();
-        for e in &entries {
-            if let LedgerSubject::Client(c) = &e.subject {
-                *rounds.entry(c.clone()).or_default() += 1;
-            }
-        }
-        let mut views = Vec::new();
-        for spend in client_spends::<DefaultAccountant>(&clients, &accounts) {
-            // An unverifiable account counts as exhausted: show the whole budget as spent.
-            let eps = spend.epsilon.unwrap_or(spend.budget.epsilon());
-            views.push(BudgetView {
-                client: wire_client(&spend.client)?,
-                budget: spend.budget,
-                spent: EpsDelta::new(eps, spend.budget.delta()).map_err(ApiError::internal)?,
-                rounds: rounds.get(&spend.client).copied().unwrap_or(0),
-            });
-        }
-        let fed_budget = federation.config.federation_budget();
-        let federation_spent = match &fed_account {
-            Some(a) => EpsDelta::new(a.epsilon, a.delta).map_err(ApiError::internal)?,
-            None => EpsDelta::ZERO,
-        };
-        Ok(BudgetsView {
-            federation_budget: fed_budget,
-            federation_spent,
-            clients: views,
-        })
     }
 
     /// A federation's rounds, oldest first.

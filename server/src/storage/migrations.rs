@@ -11,7 +11,10 @@ use super::StorageError;
 
 /// The migrations, in order: entry `i` brings the schema to version `i + 1`. Append only;
 /// never edit a released migration.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_initial.sql"),
+    include_str!("migrations/0002_budget_audit.sql"),
+];
 
 /// The schema version this build writes.
 pub(crate) const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

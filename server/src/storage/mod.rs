@@ -17,6 +17,7 @@
 //! [`Storage::open_round`] (round + participants + write-ahead ledger entries + accountant
 //! states) and [`Storage::complete_round`] (new model version + round record).
 
+pub mod audit;
 mod blobs;
 mod error;
 mod migrations;
@@ -30,6 +31,7 @@ use crate::domain::{
     VersionNumber,
 };
 
+pub use audit::{AuditContext, AuditRecord, BudgetOp};
 pub use error::StorageError;
 pub use sqlite::{OpenReport, SqliteStorage};
 
@@ -291,6 +293,30 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         federation: &FederationId,
         client: Option<&ClientId>,
     ) -> Result<Vec<LedgerEntry>, StorageError>;
+
+    /// Applies `op` to a client's ε budget and appends the audit line, in one transaction
+    /// (the current budget is read inside it). Spend is untouched; `Invalid` for a bad amount.
+    fn change_client_budget(
+        &self,
+        federation: &FederationId,
+        id: &ClientId,
+        op: BudgetOp,
+        context: &AuditContext,
+    ) -> Result<AuditRecord, StorageError>;
+    /// Revokes a client and appends the audit line, in one transaction; `None` (and no line)
+    /// if it was revoked already.
+    fn revoke_client_audited(
+        &self,
+        federation: &FederationId,
+        id: &ClientId,
+        context: &AuditContext,
+    ) -> Result<Option<AuditRecord>, StorageError>;
+    /// The audit log of a federation, oldest first; only one client's if `client` is given.
+    fn budget_audit(
+        &self,
+        federation: &FederationId,
+        client: Option<&ClientId>,
+    ) -> Result<Vec<AuditRecord>, StorageError>;
 }
 
 #[cfg(test)]

@@ -126,7 +126,11 @@ fn first_start_creates_the_data_dir_with_wal_and_full_sync() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     let (store, report) = SqliteStorage::open(&dir).unwrap();
-    assert!(report.created && report.migrations_applied == 1 && report.aborted_rounds.is_empty());
+    assert!(
+        report.created
+            && report.migrations_applied == migrations::SCHEMA_VERSION
+            && report.aborted_rounds.is_empty()
+    );
     assert!(dir.join(sqlite::DATABASE_FILE).exists() && dir.join(sqlite::BLOB_DIR).is_dir());
     let conn = store.conn_for_tests();
     let mode: String = conn

@@ -579,5 +579,6 @@ fn current_round_in(conn: &Connection, fed: &FederationId) -> Result<Option<Roun
     Ok(rows.into_iter().next())
 }
 
+mod audit;
 mod ops;
 mod round_tx;

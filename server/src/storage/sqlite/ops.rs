@@ -522,4 +522,32 @@ impl Storage for SqliteStorage {
             },
         )
     }
+
+    fn change_client_budget(
+        &self,
+        federation: &FederationId,
+        id: &ClientId,
+        op: crate::storage::BudgetOp,
+        context: &crate::storage::AuditContext,
+    ) -> Result<crate::storage::AuditRecord, StorageError> {
+        self.write(|tx| super::audit::change_budget(tx, federation, id, op, context))
+    }
+
+    fn revoke_client_audited(
+        &self,
+        federation: &FederationId,
+        id: &ClientId,
+        context: &crate::storage::AuditContext,
+    ) -> Result<Option<crate::storage::AuditRecord>, StorageError> {
+        self.write(|tx| super::audit::revoke(tx, federation, id, context))
+    }
+
+    fn budget_audit(
+        &self,
+        federation: &FederationId,
+        client: Option<&ClientId>,
+    ) -> Result<Vec<crate::storage::AuditRecord>, StorageError> {
+        let conn = self.conn();
+        super::audit::list(&conn, federation, client)
+    }
 }
