@@ -146,7 +146,9 @@ fn security(who: &str) -> Value {
 /// The document.
 pub fn document() -> Value {
     let mut paths = serde_json::Map::new();
-    for (method, path, summary, who, body, status) in OPERATIONS {
+    for (method, path, summary, who, body, status) in
+        OPERATIONS.iter().chain(super::secagg::OPERATIONS)
+    {
         let params: Vec<Value> = path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
@@ -216,9 +218,11 @@ mod tests {
             // The chunk runs to the next `.route(`, so it holds this route's method chain.
             let call = tail;
             for m in ["get", "post", "put", "delete", "patch"] {
-                let plain = format!("{m}(handlers::");
-                let chained = format!(".{m}(handlers::");
-                if call.contains(&plain) || call.contains(&chained) {
+                let found = ["handlers", "secagg"].iter().any(|module| {
+                    call.contains(&format!("{m}({module}::"))
+                        || call.contains(&format!(".{m}({module}::"))
+                });
+                if found {
                     out.push((m.to_owned(), path.to_owned()));
                 }
             }
@@ -232,6 +236,7 @@ mod tests {
         assert!(routes.len() >= 15, "parsed only {routes:?}");
         let documented: Vec<(String, String)> = OPERATIONS
             .iter()
+            .chain(super::super::secagg::OPERATIONS)
             .map(|(m, p, ..)| ((*m).to_owned(), (*p).to_owned()))
             .collect();
         for r in &routes {
