@@ -24,6 +24,8 @@ enum Command {
     Bench(crate::bench::BenchArgs),
     /// Privacy accounting: the ε of a DP-SGD or DP-FedAvg configuration, or the σ for a target.
     Privacy(crate::privacy_cmd::PrivacyArgs),
+    /// Take part in a federation: enrol once, then train and upload securely each round.
+    Join(crate::join_cmd::JoinArgs),
 }
 
 /// Parses the process arguments; exits with clap's usage message on bad input.
@@ -39,5 +41,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Pki(args) => cohort_server::cli::run_pki(&args),
         Command::Bench(args) => crate::bench::run(&args),
         Command::Privacy(args) => crate::privacy_cmd::run(&args),
+        Command::Join(args) => crate::join_cmd::run(&args),
     }
 }

@@ -11,4 +11,5 @@ This crate is glue. It parses arguments into validated settings and calls the li
 pub mod bench;
 pub mod cli;
 pub mod doctor;
+pub mod join_cmd;
 pub mod privacy_cmd;
