@@ -158,8 +158,20 @@ pub async fn create_federation(
     w: &[f32],
     config: Value,
 ) -> Value {
-    let spec =
-        json!({ "name": name, "model_spec": { "architecture": "scripted" }, "config": config });
+    let spec = json!({ "architecture": "scripted" });
+    create_federation_with(world, url, name, weights(w), spec, config).await
+}
+
+/// Creates a federation from safetensors bytes and a model spec.
+pub async fn create_federation_with(
+    world: &World,
+    url: &str,
+    name: &str,
+    weights_bytes: Vec<u8>,
+    model_spec: Value,
+    config: Value,
+) -> Value {
+    let spec = json!({ "name": name, "model_spec": model_spec, "config": config });
     let form = reqwest::multipart::Form::new()
         .part(
             "federation",
@@ -169,7 +181,7 @@ pub async fn create_federation(
         )
         .part(
             "weights",
-            reqwest::multipart::Part::bytes(weights(w))
+            reqwest::multipart::Part::bytes(weights_bytes)
                 .mime_str("application/vnd.safetensors")
                 .unwrap(),
         );
