@@ -273,8 +273,13 @@ pub async fn run_secure_round<T: Transport + ?Sized>(
     let routed = routed
         .into_message(task.client_index)
         .map_err(|e| ParticipantError::Protocol(e.to_string()))?;
+    // Masking expands one keystream per neighbour over the whole model: CPU work that must
+    // not stall the async runtime (a simulator runs many participants on one).
     let started = Instant::now();
-    let (next, reply) = session.handle(ServerMessage::RoutedShares(routed))?;
+    let (next, reply) =
+        tokio::task::spawn_blocking(move || session.handle(ServerMessage::RoutedShares(routed)))
+            .await
+            .map_err(|e| ParticipantError::Protocol(format!("the masking task failed: {e}")))??;
     session = next;
     let frame = match reply {
         Some(ClientMessage::MaskedInput(mut m)) => {
@@ -333,7 +338,7 @@ mod tests {
             client_index: 0,
             participants: 4,
             dimension: 3,
-            bits: 19,
+            bits: 20,
             neighbours: 3,
             threshold: 2,
             quantizer: QuantizerSpec {
@@ -354,10 +359,10 @@ mod tests {
         let back = q.decode(&x);
         // Clipped from norm 5 to norm 1: (0.6, 0.8, 0).
         assert!((back[0] - 0.6).abs() < 1e-4 && (back[1] - 0.8).abs() < 1e-4);
-        assert!(x.iter().all(|&v| v < 1 << 19));
+        assert!(x.iter().all(|&v| v < 1 << 20));
         assert!(encode_update(&[1.0], &t).is_err());
         let mut wrong = t;
-        wrong.bits = 20;
+        wrong.bits = 21;
         assert!(encode_update(&[0.0; 3], &wrong).is_err());
     }
 
@@ -365,7 +370,7 @@ mod tests {
     fn noise_is_added_in_the_ring() {
         let t = task(50.0);
         let x = encode_update(&[0.0; 3], &t).unwrap();
-        assert!(x.iter().all(|&v| v < 1 << 19));
+        assert!(x.iter().all(|&v| v < 1 << 20));
         let q = t.quantizer.quantizer().unwrap();
         // Noise of std 10 steps: the decoded values move by at most a few hundred steps.
         assert!(
