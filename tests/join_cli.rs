@@ -15,6 +15,9 @@ use cohort_client::weights;
 use common::*;
 use serde_json::json;
 
+/// One line of a child's stdout, by child index.
+type Line = (usize, String);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_cohort_join_processes_complete_a_secure_round_and_stop_on_ctrl_c() {
     let world = World::new("joincli");
@@ -73,7 +76,7 @@ async fn three_cohort_join_processes_complete_a_secure_round_and_stop_on_ctrl_c(
         children.push(child);
     }
     let mut lines: Vec<(usize, String)> = Vec::new();
-    let mut wait_for = |pred: &dyn Fn(&[(usize, String)]) -> bool, what: &str| {
+    let mut wait_for = |pred: &dyn Fn(&[Line]) -> bool, what: &str| {
         let deadline = std::time::Instant::now() + Duration::from_secs(90);
         while !pred(&lines) {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
