@@ -26,6 +26,8 @@ enum Command {
     Privacy(crate::privacy_cmd::PrivacyArgs),
     /// Per-client privacy budgets of a running server: spent and budget ε, δ, status.
     Budgets(crate::budgets_cmd::BudgetsArgs),
+    /// Take part in a federation: enrol once, then train and upload securely each round.
+    Join(crate::join_cmd::JoinArgs),
 }
 
 /// Parses the process arguments; exits with clap's usage message on bad input.
@@ -42,5 +44,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Bench(args) => crate::bench::run(&args),
         Command::Privacy(args) => crate::privacy_cmd::run(&args),
         Command::Budgets(args) => crate::budgets_cmd::run(&args),
+        Command::Join(args) => crate::join_cmd::run(&args),
     }
 }

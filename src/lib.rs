@@ -12,4 +12,5 @@ pub mod bench;
 pub mod budgets_cmd;
 pub mod cli;
 pub mod doctor;
+pub mod join_cmd;
 pub mod privacy_cmd;

@@ -13,6 +13,7 @@ pub mod data;
 pub mod dpsgd;
 pub mod ledger;
 pub mod model;
+pub mod participant;
 pub mod runtime;
 pub mod smoke;
 pub mod weights;

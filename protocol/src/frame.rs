@@ -237,6 +237,16 @@ impl<'a> FrameView<'a> {
                 .collect()
         })
     }
+
+    /// Copies the elements out as u32 (masked SecAgg inputs); `None` unless the dtype is u32.
+    pub fn to_u32_vec(&self) -> Option<Vec<u32>> {
+        (self.dtype == Dtype::U32).then(|| {
+            self.payload
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        })
+    }
 }
 
 fn encode_with(dtype: Dtype, count: usize, write_payload: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {

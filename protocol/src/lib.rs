@@ -26,6 +26,7 @@ pub mod frame;
 pub mod ids;
 pub mod messages;
 pub mod problem;
+pub mod secagg;
 
 pub use epsilon::Epsilon;
 pub use ids::{ClientId, FederationId, InvalidId, RoundId};

@@ -159,6 +159,12 @@ pub struct Task {
     /// The client's record-level ε after this round (at its budget's δ), as the server's
     /// ledger recorded it before handing out the task.
     pub epsilon_after_round: Epsilon,
+    /// The federation's model architecture (opaque JSON the client's trainer understands).
+    #[serde(default)]
+    pub model_spec: Option<serde_json::Value>,
+    /// How to take part in secure aggregation; `None` when the federation takes plain updates.
+    #[serde(default)]
+    pub secure_aggregation: Option<crate::secagg::SecAggTask>,
 }
 
 /// `GET /v1/federations/{fed}/task`: either a task or "come back later".
@@ -172,6 +178,13 @@ pub enum TaskPoll {
     Wait {
         /// The same value as `Retry-After`.
         retry_after_s: u64,
+    },
+    /// The server will not schedule this client, and says why (its budget is exhausted).
+    Ineligible {
+        /// When to ask again (an admin may raise the budget).
+        retry_after_s: u64,
+        /// Why it is not scheduled.
+        reason: String,
     },
 }
 

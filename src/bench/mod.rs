@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 
 pub mod dp_sgd;
 pub mod secagg;
+pub mod secure_round;
 pub mod server;
 
 /// Options of `cohort bench`.
@@ -26,6 +27,9 @@ enum BenchCommand {
     /// One real FedAvg round over HTTPS on loopback: N clients upload D-parameter updates to a
     /// server child process; reports round time, upload throughput and the server's peak RSS.
     Server(server::ServerBenchArgs),
+    /// One secure round over HTTPS on loopback with N in-process participants: time split
+    /// into SecAgg client work, transfer and SecAgg server work.
+    SecureRound(secure_round::SecureRoundArgs),
 }
 
 /// Runs the chosen benchmark.
@@ -34,6 +38,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         BenchCommand::DpSgd(a) => dp_sgd::run(a),
         BenchCommand::Secagg(a) => secagg::run(a),
         BenchCommand::Server(a) => server::run(a),
+        BenchCommand::SecureRound(a) => secure_round::run(a),
     }
 }
 

@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 mod handlers;
 pub mod openapi;
+pub mod secagg;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -94,6 +95,22 @@ pub fn app(state: AppState) -> Router {
             get(handlers::get_model),
         )
         .route("/v1/federations/{fed}/budgets", get(handlers::get_budgets))
+        .route(
+            "/v1/federations/{fed}/rounds/{round}/secagg/keys",
+            get(secagg::get_keys).post(secagg::post_keys),
+        )
+        .route(
+            "/v1/federations/{fed}/rounds/{round}/secagg/shares",
+            get(secagg::get_shares).post(secagg::post_shares),
+        )
+        .route(
+            "/v1/federations/{fed}/rounds/{round}/secagg/masked",
+            put(secagg::put_masked),
+        )
+        .route(
+            "/v1/federations/{fed}/rounds/{round}/secagg/unmask",
+            get(secagg::get_unmask).post(secagg::post_unmask),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), rate_limit));
     Router::new()
         .route("/healthz", get(handlers::healthz))

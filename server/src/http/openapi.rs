@@ -194,7 +194,9 @@ fn security(who: &str) -> Value {
 /// The document.
 pub fn document() -> Value {
     let mut paths = serde_json::Map::new();
-    for (method, path, summary, who, body, status) in OPERATIONS {
+    for (method, path, summary, who, body, status) in
+        OPERATIONS.iter().chain(super::secagg::OPERATIONS)
+    {
         let params: Vec<Value> = path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
@@ -289,6 +291,7 @@ mod tests {
         assert!(routes.len() >= 15, "parsed only {routes:?}");
         let documented: Vec<(String, String)> = OPERATIONS
             .iter()
+            .chain(super::super::secagg::OPERATIONS)
             .map(|(m, p, ..)| ((*m).to_owned(), (*p).to_owned()))
             .collect();
         for r in &routes {

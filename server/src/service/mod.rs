@@ -4,6 +4,7 @@
 pub mod budgets;
 mod noise;
 mod rounds;
+pub mod secagg;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -171,9 +172,9 @@ impl Service {
         req: CreateFederation,
         weights: Vec<u8>,
     ) -> Result<Federation, ApiError> {
-        if req.config.secure_aggregation() {
+        if req.config.secure_aggregation() && req.config.update_clip().is_none() {
             return Err(ApiError::InvalidInput(
-                "secure_aggregation=true is not served over HTTP by this build yet (plain uploads would be refused); create the federation with \"secure_aggregation\": false".into(),
+                "secure aggregation (on by default) quantises each update to the update clip: set \"update_clip\", or opt out with \"secure_aggregation\": false".into(),
             ));
         }
         if req.config.central_noise_multiplier() > 0.0

@@ -14,6 +14,7 @@ use cohort_protocol::frame::{Dtype, FrameError, FrameView};
 use cohort_protocol::messages::{DpSgdConfig, RoundView, Task, TaskPoll, UploadReceipt};
 use cohort_protocol::{Epsilon, RoundId};
 
+use super::secagg::SecureRound;
 use super::{Service, lock};
 use crate::aggregate::{AggregateError, CollectedUpdates, RoundKey, StreamingSum};
 use crate::domain::{
@@ -27,11 +28,13 @@ use crate::scheduler::{self, RoundStart, ScheduleError, SchedulingPolicy};
 use crate::storage::{LedgerSubject, NewModel, RoundCompletion};
 use crate::strategy::{self, FitFailure, FitResults, InputKind};
 
-/// Where accepted updates go: a running sum, or (robust aggregators only) every update.
+/// Where accepted updates go: a running sum, (robust aggregators only) every update, or
+/// the running masked sum of secure aggregation.
 #[derive(Debug)]
 enum Accumulator {
     Summed(StreamingSum),
     Individual(CollectedUpdates),
+    Secure(Box<SecureRound>),
 }
 
 impl Accumulator {
@@ -39,6 +42,7 @@ impl Accumulator {
         match self {
             Self::Summed(s) => s.contributors(),
             Self::Individual(c) => c.contributors(),
+            Self::Secure(s) => s.inputs_summed(),
         }
     }
 }
@@ -46,7 +50,7 @@ impl Accumulator {
 /// The in-memory part of a round in flight.
 #[derive(Debug)]
 pub struct LiveRound {
-    key: RoundKey,
+    pub(super) key: RoundKey,
     base_version: VersionNumber,
     /// Participants and the ε their ledger entry recorded.
     participants: HashMap<ClientId, f64>,
@@ -61,7 +65,34 @@ pub struct LiveRound {
 
 impl LiveRound {
     fn is_due(&self, now: Timestamp) -> bool {
+        if let Some(secure) = self.secure() {
+            // Secure rounds end when their SecAgg session does; stage deadlines drive it.
+            return secure.is_finished();
+        }
         now >= self.upload_deadline || self.contributed.len() == self.participants.len()
+    }
+
+    /// The round's secure aggregation, if it uses it.
+    pub(super) fn secure(&self) -> Option<&SecureRound> {
+        match &self.acc {
+            Some(Accumulator::Secure(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The round's secure aggregation, if it uses it.
+    pub(super) fn secure_mut(&mut self) -> Option<&mut SecureRound> {
+        match &mut self.acc {
+            Some(Accumulator::Secure(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Records that `client`'s input is in the sum (for the round view and failures).
+    pub(super) fn mark_contributed(&mut self, client: &ClientId, input_summed: bool) {
+        if input_summed {
+            self.contributed.insert(client.clone());
+        }
     }
 }
 
@@ -89,7 +120,10 @@ fn frame_error(e: FrameError) -> ApiError {
 }
 
 impl Service {
-    fn live_round(&self, fed: &FederationId) -> Option<Arc<tokio::sync::Mutex<LiveRound>>> {
+    pub(super) fn live_round(
+        &self,
+        fed: &FederationId,
+    ) -> Option<Arc<tokio::sync::Mutex<LiveRound>>> {
         lock(&self.live).get(fed).cloned()
     }
 
@@ -224,7 +258,32 @@ impl Service {
             acc = match acc {
                 Accumulator::Summed(s) => Accumulator::Summed(s.with_norm_bound(clip)),
                 Accumulator::Individual(c) => Accumulator::Individual(c.with_norm_bound(clip)),
+                secure => secure,
             };
+        }
+        if config.secure_aggregation() {
+            match SecureRound::open(
+                round.number.get(),
+                &round.participants,
+                layout.num_params(),
+                config,
+                task_deadline,
+            ) {
+                Ok(secure) => acc = Accumulator::Secure(Box::new(secure)),
+                Err(detail) => {
+                    let (f, n) = (fed.clone(), round.number);
+                    let reason = AbortReason::Failed {
+                        detail: format!("secure aggregation cannot run: {detail}"),
+                    };
+                    let aborted = self
+                        .blocking(move |s| s.abort_round(&f, n, &reason, Timestamp::now()))
+                        .await?;
+                    self.metrics.round_aborted();
+                    lock(&self.last_closed).insert(fed.clone(), Instant::now());
+                    tracing::info!(federation = %fed, round = %round.number, "round aborted: secure aggregation cannot run");
+                    return self.round_view(&aborted, fed_eps).await;
+                }
+            }
         }
         let client_config = strat.configure_fit(round.number);
         let dp = config.dp_sgd();
@@ -246,6 +305,8 @@ impl Service {
             num_params: layout.num_params() as u64,
             upload_deadline_ms: millis(upload_deadline),
             epsilon_after_round: Epsilon::new(0.0).map_err(ApiError::internal)?,
+            model_spec: (!federation.model_spec.is_null()).then(|| federation.model_spec.clone()),
+            secure_aggregation: None,
         };
         let live = LiveRound {
             key,
@@ -280,27 +341,65 @@ impl Service {
         let (f, c) = (fed.clone(), client.id.clone());
         self.blocking(move |s| s.touch_client(&f, &c, sample_count, Timestamp::now()))
             .await?;
-        let wait = TaskPoll::Wait {
-            retry_after_s: self.settings.poll_retry_after_s,
-        };
-        let Some(lr) = self.live_round(fed) else {
-            return Ok(wait);
-        };
-        let g = lr.lock().await;
-        let now = Timestamp::now();
-        match g.participants.get(&client.id) {
-            Some(&eps) if !g.contributed.contains(&client.id) && now < g.task_deadline => {
+        if let Some(lr) = self.live_round(fed) {
+            let g = lr.lock().await;
+            let now = Timestamp::now();
+            if let Some(&eps) = g.participants.get(&client.id)
+                && !g.contributed.contains(&client.id)
+                && now < g.task_deadline
+            {
                 let mut task = g.template.clone();
                 task.epsilon_after_round = Epsilon::new(eps).map_err(ApiError::internal)?;
-                Ok(TaskPoll::Train(task))
+                task.secure_aggregation = g.secure().and_then(|s| s.task_for(&client.id));
+                return Ok(TaskPoll::Train(task));
             }
-            _ => Ok(wait),
         }
+        let retry_after_s = self.settings.poll_retry_after_s;
+        Ok(match self.ineligibility(fed, &client).await? {
+            Some(reason) => TaskPoll::Ineligible {
+                retry_after_s,
+                reason,
+            },
+            None => TaskPoll::Wait { retry_after_s },
+        })
+    }
+
+    /// Why the scheduler would not sample `client` into the next round, if it would not:
+    /// its record-level budget cannot afford one more round (or cannot be verified).
+    async fn ineligibility(
+        &self,
+        fed: &FederationId,
+        client: &crate::domain::Client,
+    ) -> Result<Option<String>, ApiError> {
+        let f = fed.clone();
+        let id = client.id.clone();
+        let (federation, account) = self
+            .blocking(move |s| {
+                let account = s
+                    .client_accounts(&f)?
+                    .into_iter()
+                    .find(|(c, _)| *c == id)
+                    .map(|(_, a)| a);
+                Ok((s.federation(&f)?, account))
+            })
+            .await?;
+        let charge = crate::ledger::RoundCharge::for_config(&federation.config)
+            .map_err(ApiError::internal)?;
+        Ok(
+            crate::ledger::admit_client::<DefaultAccountant>(client, account.as_ref(), &charge)
+                .err()
+                .map(|refusal| {
+                    format!(
+                        "client {} is not scheduled: its record-level budget cannot afford another round ({refusal})",
+                        client.id
+                    )
+                }),
+        )
     }
 
     /// Why an upload for `round` cannot go into the live round: the round does not exist
     /// (404), or it is closed (409: late if it was the latest, replayed if older).
-    async fn refuse_stale(&self, fed: &FederationId, round: RoundNumber) -> ApiError {
+    pub(super) async fn refuse_stale(&self, fed: &FederationId, round: RoundNumber) -> ApiError {
         let f = fed.clone();
         let found = self
             .blocking(move |s| Ok((s.round(&f, round)?, s.next_round_number(&f)?)))
@@ -454,6 +553,14 @@ impl Service {
             Some(Accumulator::Individual(c)) => {
                 c.add(&key, client, &values).map_err(aggregate_error)?
             }
+            Some(Accumulator::Secure(_)) => {
+                return Err(ApiError::Conflict {
+                    slug: "secure-aggregation-required",
+                    detail: format!(
+                        "federation {fed} uses secure aggregation; plain updates are refused"
+                    ),
+                });
+            }
             None => {
                 return Err(ApiError::Conflict {
                     slug: "late-upload",
@@ -509,6 +616,17 @@ impl Service {
         let layout = self.layout(fed).await?;
         let min = federation.config.min_clients();
         let received = acc.contributors();
+        let mut secure_metrics: Vec<(String, f64)> = Vec::new();
+        if let Accumulator::Secure(s) = &acc {
+            for (stage, secs) in s.stage_seconds() {
+                secure_metrics.push((format!("secagg_{}_s", stage.as_str()), *secs));
+            }
+            secure_metrics.push(("secagg_threshold".into(), f64::from(s.threshold())));
+            secure_metrics.push(("secagg_server_s".into(), s.server_seconds()));
+            if s.noise_multiplier() > 0.0 {
+                secure_metrics.push(("distributed_noise_multiplier".into(), s.noise_multiplier()));
+            }
+        }
         let started = Instant::now();
         let store = self.store.clone();
         let f = fed.clone();
@@ -516,6 +634,14 @@ impl Service {
         let round_no = key.round;
         let result = tokio::task::spawn_blocking(move || -> Result<RoundState, ApiError> {
             let now = Timestamp::now();
+            if let Accumulator::Secure(s) = &acc
+                && let Some(detail) = s.failure()
+            {
+                let reason = AbortReason::Failed {
+                    detail: detail.to_owned(),
+                };
+                return Ok(store.abort_round(&f, key.round, &reason, now)?.state);
+            }
             if let Err(reason) = crate::sampling::check_received(received, min) {
                 let r = store.abort_round(&f, key.round, &reason, now)?;
                 return Ok(r.state);
@@ -548,11 +674,18 @@ impl Service {
                     FitResults::Summed(summed)
                 }
                 Accumulator::Individual(c) => FitResults::Individual(c.finish()),
+                Accumulator::Secure(s) => {
+                    // Under secure aggregation the clients' Skellam shares are the
+                    // client-level noise; the server adds none and sees only the sum.
+                    let secure = s.into_sum().map_err(ApiError::internal)?;
+                    FitResults::Summed(secure.into_summed_updates()?)
+                }
             };
             let mut metrics = RoundMetrics::new();
             metrics.insert("updates_accepted".into(), received as f64);
             metrics.insert("upload_bytes".into(), bytes as f64);
             metrics.insert("upload_stage_s".into(), upload_secs);
+            metrics.extend(secure_metrics);
             match strat.aggregate_fit(key.round, &current, results, &failures) {
                 Ok(new) => {
                     let weights = match &new {
@@ -606,6 +739,7 @@ impl Service {
             .map(|(f, lr)| (f.clone(), lr.clone()))
             .collect();
         for (fed, lr) in live {
+            self.advance_secure(&fed, &lr).await;
             let due = lr.lock().await.is_due(now);
             if due && let Err(e) = self.finish_round(&fed).await {
                 tracing::error!(federation = %fed, error = %e, "finishing the round failed; aborting it");

@@ -1,0 +1,192 @@
+//! Thin handlers for the SecAgg+ stages of a secure round; the logic is in
+//! [`crate::service::secagg`]. Every endpoint needs the client certificate, and the sender of
+//! each message is the certificate's client, never a field of the body.
+//!
+//! | stage | send | poll for the stage's output |
+//! |---|---|---|
+//! | 1 | `POST .../secagg/keys` (JSON) | `GET .../secagg/keys` → key directory |
+//! | 2 | `POST .../secagg/shares` (JSON) | `GET .../secagg/shares` → shares routed to the caller |
+//! | 3 | `PUT .../secagg/masked` (u32 vector frame) | `GET .../secagg/unmask` → survivors and dropouts |
+//! | 4 | `POST .../secagg/unmask` (JSON) | `GET .../rounds/{round}` (viewer) or the next task |
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use cohort_protocol::secagg::{
+    Directory, PublicKeys, Routed, SharesUpload, StagePoll, StageReceipt, UnmaskList, UnmaskShares,
+};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiPath, ClientCert, VECTOR_MEDIA_TYPE};
+use super::openapi::Operation;
+use crate::domain::{FederationId, RoundNumber};
+
+type Path = ApiPath<(FederationId, RoundNumber)>;
+type ApiResult<T> = Result<ApiJson<T>, ApiError>;
+
+/// The SecAgg operations, for the OpenAPI document.
+pub const OPERATIONS: &[Operation] = &[
+    (
+        "post",
+        "/v1/federations/{fed}/rounds/{round}/secagg/keys",
+        "SecAgg stage 1: advertise the client's two X25519 public keys (base64). Re-sending the same keys is safe; 409 if late or different",
+        "client certificate",
+        Some("application/json"),
+        200,
+    ),
+    (
+        "get",
+        "/v1/federations/{fed}/rounds/{round}/secagg/keys",
+        "SecAgg: the key directory once stage 1 closed (`wait`, `ready` or `aborted`)",
+        "client certificate",
+        None,
+        200,
+    ),
+    (
+        "post",
+        "/v1/federations/{fed}/rounds/{round}/secagg/shares",
+        "SecAgg stage 2: one encrypted share pair per neighbour",
+        "client certificate",
+        Some("application/json"),
+        200,
+    ),
+    (
+        "get",
+        "/v1/federations/{fed}/rounds/{round}/secagg/shares",
+        "SecAgg: the encrypted shares addressed to the caller once stage 2 closed",
+        "client certificate",
+        None,
+        200,
+    ),
+    (
+        "put",
+        "/v1/federations/{fed}/rounds/{round}/secagg/masked",
+        "SecAgg stage 3: the masked input (vector frame, u32); it is added into the running sum and dropped",
+        "client certificate",
+        Some("application/vnd.cohort.vector"),
+        200,
+    ),
+    (
+        "get",
+        "/v1/federations/{fed}/rounds/{round}/secagg/unmask",
+        "SecAgg: the survivors and dropouts whose masks must be removed, once stage 3 closed",
+        "client certificate",
+        None,
+        200,
+    ),
+    (
+        "post",
+        "/v1/federations/{fed}/rounds/{round}/secagg/unmask",
+        "SecAgg stage 4: the requested Shamir shares",
+        "client certificate",
+        Some("application/json"),
+        200,
+    ),
+];
+
+/// `POST .../secagg/keys`.
+pub async fn post_keys(
+    State(s): State<AppState>,
+    cert: ClientCert,
+    ApiPath((fed, round)): Path,
+    ApiJson(keys): ApiJson<PublicKeys>,
+) -> ApiResult<StageReceipt> {
+    let receipt = s
+        .service
+        .secagg_keys(&fed, round, &cert.fingerprint, keys)
+        .await?;
+    Ok(ApiJson(receipt))
+}
+
+/// `GET .../secagg/keys`.
+pub async fn get_keys(
+    State(s): State<AppState>,
+    cert: ClientCert,
+    ApiPath((fed, round)): Path,
+) -> ApiResult<StagePoll<Directory>> {
+    let poll = s
+        .service
+        .secagg_directory(&fed, round, &cert.fingerprint)
+        .await?;
+    Ok(ApiJson(poll))
+}
+
+/// `POST .../secagg/shares`.
+pub async fn post_shares(
+    State(s): State<AppState>,
+    cert: ClientCert,
+    ApiPath((fed, round)): Path,
+    ApiJson(shares): ApiJson<SharesUpload>,
+) -> ApiResult<StageReceipt> {
+    let receipt = s
+        .service
+        .secagg_shares(&fed, round, &cert.fingerprint, shares)
+        .await?;
+    Ok(ApiJson(receipt))
+}
+
+/// `GET .../secagg/shares`.
+pub async fn get_shares(
+    State(s): State<AppState>,
+    cert: ClientCert,
+    ApiPath((fed, round)): Path,
+) -> ApiResult<StagePoll<Routed>> {
+    let poll = s
+        .service
+        .secagg_routed(&fed, round, &cert.fingerprint)
+        .await?;
+    Ok(ApiJson(poll))
+}
+
+/// `PUT .../secagg/masked`: a u32 vector frame.
+pub async fn put_masked(
+    State(s): State<AppState>,
+    cert: ClientCert,
+    ApiPath((fed, round)): Path,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<StageReceipt> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim);
+    if !matches!(ct, Some(VECTOR_MEDIA_TYPE | "application/octet-stream")) {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "send the masked input as Content-Type: {VECTOR_MEDIA_TYPE}"
+        )));
+    }
+    let receipt = s
+        .service
+        .secagg_masked(&fed, round, &cert.fingerprint, body)
+        .await?;
+    Ok(ApiJson(receipt))
+}
+
+/// `GET .../secagg/unmask`.
+pub async fn get_unmask(
+    State(s): State<AppState>,
+    cert: ClientCert,
+    ApiPath((fed, round)): Path,
+) -> ApiResult<StagePoll<UnmaskList>> {
+    let poll = s
+        .service
+        .secagg_unmask_list(&fed, round, &cert.fingerprint)
+        .await?;
+    Ok(ApiJson(poll))
+}
+
+/// `POST .../secagg/unmask`.
+pub async fn post_unmask(
+    State(s): State<AppState>,
+    cert: ClientCert,
+    ApiPath((fed, round)): Path,
+    ApiJson(shares): ApiJson<UnmaskShares>,
+) -> ApiResult<StageReceipt> {
+    let receipt = s
+        .service
+        .secagg_unmask(&fed, round, &cert.fingerprint, shares)
+        .await?;
+    Ok(ApiJson(receipt))
+}
