@@ -24,6 +24,8 @@ enum Command {
     Bench(crate::bench::BenchArgs),
     /// Privacy accounting: the ε of a DP-SGD or DP-FedAvg configuration, or the σ for a target.
     Privacy(crate::privacy_cmd::PrivacyArgs),
+    /// Train a model with DP-SGD on this site's own data, within the local privacy budget.
+    Train(Box<crate::train_cmd::TrainArgs>),
 }
 
 /// Parses the process arguments; exits with clap's usage message on bad input.
@@ -39,5 +41,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Pki(args) => cohort_server::cli::run_pki(&args),
         Command::Bench(args) => crate::bench::run(&args),
         Command::Privacy(args) => crate::privacy_cmd::run(&args),
+        Command::Train(args) => crate::train_cmd::run(&args),
     }
 }

@@ -12,3 +12,4 @@ pub mod bench;
 pub mod cli;
 pub mod doctor;
 pub mod privacy_cmd;
+pub mod train_cmd;
