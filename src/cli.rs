@@ -28,6 +28,8 @@ enum Command {
     Budgets(crate::budgets_cmd::BudgetsArgs),
     /// Take part in a federation: enrol once, then train and upload securely each round.
     Join(crate::join_cmd::JoinArgs),
+    /// Train a model with DP-SGD on this site's own data, within the local privacy budget.
+    Train(Box<crate::train_cmd::TrainArgs>),
 }
 
 /// Parses the process arguments; exits with clap's usage message on bad input.
@@ -45,5 +47,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Privacy(args) => crate::privacy_cmd::run(&args),
         Command::Budgets(args) => crate::budgets_cmd::run(&args),
         Command::Join(args) => crate::join_cmd::run(&args),
+        Command::Train(args) => crate::train_cmd::run(&args),
     }
 }

@@ -14,3 +14,4 @@ pub mod cli;
 pub mod doctor;
 pub mod join_cmd;
 pub mod privacy_cmd;
+pub mod train_cmd;

@@ -3,7 +3,8 @@
 //!
 //! Inputs are random tensors of the model's input shape: throughput does not depend on pixel
 //! values, and this keeps the benchmark free of data files. Each variant gets warm-up steps,
-//! then runs for at least `min_seconds` of wall time.
+//! then runs for at least `min_seconds` of wall time. Non-private and ghost-clipping steps
+//! alternate, so the overhead ratio holds even on a machine whose load changes during the run.
 
 use std::time::{Duration, Instant};
 
@@ -77,6 +78,37 @@ fn timed(
     Ok(steps as f64 * settings.batch as f64 / start.elapsed().as_secs_f64())
 }
 
+/// Throughputs of two variants measured in alternation, one step of each in turn, so that a
+/// change in machine load (a shared CI runner, other builds) hits both alike and their ratio
+/// stays meaningful. Runs until each variant has had `min_seconds`.
+fn timed_pair(
+    settings: &BenchSettings,
+    mut first: impl FnMut() -> Result<(), DpError>,
+    mut second: impl FnMut() -> Result<(), DpError>,
+) -> Result<(f64, f64), DpError> {
+    for _ in 0..settings.warmup_steps {
+        first()?;
+        second()?;
+    }
+    let budget = Duration::from_secs_f64(settings.min_seconds);
+    let (mut spent_first, mut spent_second) = (Duration::ZERO, Duration::ZERO);
+    let mut steps = 0u64;
+    while steps == 0 || spent_first < budget || spent_second < budget {
+        let start = Instant::now();
+        first()?;
+        let middle = Instant::now();
+        second()?;
+        spent_first += middle - start;
+        spent_second += middle.elapsed();
+        steps += 1;
+    }
+    let examples = steps as f64 * settings.batch as f64;
+    Ok((
+        examples / spent_first.as_secs_f64(),
+        examples / spent_second.as_secs_f64(),
+    ))
+}
+
 /// Runs the three variants on `spec` and reports their throughputs.
 pub fn dp_sgd(
     name: &str,
@@ -107,10 +139,6 @@ pub fn dp_sgd(
     let optimizer = OptimizerConfig::sgd(0.05, 0.0);
 
     let mut plain = NonPrivateTrainer::new(probe, optimizer.build());
-    let nonprivate = timed(settings, || {
-        plain.step(&features, &labels)?;
-        Ok(())
-    })?;
 
     // A data set of 60 000 with q = batch/60 000, as in MNIST; the step itself sees the batch.
     let make = |mode| -> Result<_, DpError> {
@@ -128,7 +156,14 @@ pub fn dp_sgd(
         )
     };
     let mut ghost = make(ClippingMode::Ghost)?;
-    let dp = timed(settings, || ghost.step(&features, &labels).map(|_| ()))?;
+    let (nonprivate, dp) = timed_pair(
+        settings,
+        || {
+            plain.step(&features, &labels)?;
+            Ok(())
+        },
+        || ghost.step(&features, &labels).map(|_| ()),
+    )?;
     let mut fallback = make(ClippingMode::PerSample)?;
     let fallback_settings = BenchSettings {
         warmup_steps: 1,

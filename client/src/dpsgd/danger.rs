@@ -53,6 +53,10 @@ impl GaussianSource for SecureGaussianSeeded {
         self.0.sample(std, shape, kind, device)
     }
 
+    fn add_noise(&mut self, std: f64, targets: &mut [Tensor]) -> Result<(), TchError> {
+        self.0.add_noise(std, targets)
+    }
+
     fn is_secure(&self) -> bool {
         false
     }

@@ -33,6 +33,8 @@ pub use sampling::{InvalidRate, PoissonSampler};
 pub use trainer::{EpochReport, PrivateTrainer, StepReport, make_private};
 
 #[cfg(test)]
+mod profile_tests;
+#[cfg(test)]
 mod tests;
 
 /// Anything DP-SGD can train: a forward pass (optionally recording for ghost clipping) and its

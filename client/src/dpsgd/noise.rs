@@ -4,10 +4,17 @@
 //! adversary could predict protects nothing. Faster or reproducible sources are only in
 //! [`super::danger`].
 
+use rand::SeedableRng;
 use rand::rngs::SysRng;
-use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
+use rand_distr::{Distribution, StandardNormal};
 use tch::{Device, Kind, TchError, Tensor};
+
+/// Below this many values one thread draws a step's noise; above it the work is split over the
+/// machine's cores, one ChaCha20 stream per thread.
+const PARALLEL_MIN: usize = 1 << 16;
+/// At most this many noise threads (the keystream is cheap; more threads only add start-up).
+const MAX_THREADS: usize = 4;
 
 /// A source of i.i.d. N(0, std²) tensors.
 pub trait GaussianSource: std::fmt::Debug + Send {
@@ -22,23 +29,77 @@ pub trait GaussianSource: std::fmt::Debug + Send {
 
     /// Whether the source is a CSPRNG seeded unpredictably (what a privacy claim needs).
     fn is_secure(&self) -> bool;
+
+    /// Adds independent N(0, `std`²) to every entry of every tensor of `targets`, in place
+    /// (one DP-SGD step's noise). Sources that can draw a whole step's noise at once override
+    /// this; the default draws one tensor at a time.
+    fn add_noise(&mut self, std: f64, targets: &mut [Tensor]) -> Result<(), TchError> {
+        for target in targets.iter_mut() {
+            let noise = self.sample(std, &target.size(), target.kind(), target.device())?;
+            let _ = target.f_add_(&noise)?;
+        }
+        Ok(())
+    }
 }
 
 /// N(0, σ²) from ChaCha20 (a CSPRNG) seeded from the operating system.
-#[derive(Debug)]
 pub struct SecureGaussian {
     rng: ChaCha20Rng,
+    /// Reused across steps so a step allocates nothing; zeroed after every use.
+    buffer: Vec<f32>,
+}
+
+impl std::fmt::Debug for SecureGaussian {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Neither the generator's state nor the last noise is printed.
+        f.debug_struct("SecureGaussian").finish_non_exhaustive()
+    }
 }
 
 impl SecureGaussian {
     /// Seeds ChaCha20 from the operating system's entropy source.
     pub fn from_os() -> Result<Self, OsRandomError> {
-        os_seeded_chacha().map(|rng| Self { rng })
+        os_seeded_chacha().map(Self::from_rng)
     }
 
     pub(crate) fn from_rng(rng: ChaCha20Rng) -> Self {
-        Self { rng }
+        Self {
+            rng,
+            buffer: Vec::new(),
+        }
     }
+}
+
+/// Fills `out` with `scale(z)` for i.i.d. standard normal `z`, drawn by the ziggurat method
+/// (rand_distr's `StandardNormal`, exact tails) from ChaCha20. Large fills are split over
+/// threads, each with its own ChaCha20 generator keyed from `rng`'s output, so the result is
+/// as unpredictable as `rng` itself.
+fn fill_normals<T: Send>(rng: &mut ChaCha20Rng, out: &mut [T], scale: impl Fn(f64) -> T + Sync) {
+    let threads = if out.len() >= PARALLEL_MIN {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_THREADS)
+    } else {
+        1
+    };
+    if threads <= 1 {
+        for x in out.iter_mut() {
+            *x = scale(StandardNormal.sample(rng));
+        }
+        return;
+    }
+    let chunk = out.len().div_ceil(threads);
+    let workers: Vec<ChaCha20Rng> = (0..threads).map(|_| ChaCha20Rng::from_rng(rng)).collect();
+    let scale = &scale;
+    std::thread::scope(|scope| {
+        for (part, mut worker) in out.chunks_mut(chunk).zip(workers) {
+            scope.spawn(move || {
+                for x in part.iter_mut() {
+                    *x = scale(StandardNormal.sample(&mut worker));
+                }
+            });
+        }
+    });
 }
 
 /// The operating system refused to give entropy; training must not proceed without it.
@@ -58,11 +119,34 @@ pub(crate) fn os_seeded_chacha() -> Result<ChaCha20Rng, OsRandomError> {
     ChaCha20Rng::try_from_rng(&mut SysRng).map_err(|err| OsRandomError(err.to_string()))
 }
 
+impl SecureGaussian {
+    /// `n` i.i.d. N(0, `std`²) values as a flat CPU tensor of `kind`.
+    ///
+    /// Values are drawn in double precision (the ziggurat's tails are exact, so nothing is
+    /// truncated) and rounded once to `kind`. For `Float` models they go through the reused
+    /// buffer, which is zeroed as soon as libtorch has its copy.
+    fn normals(&mut self, std: f64, n: usize, kind: Kind) -> Result<Tensor, TchError> {
+        if kind == Kind::Double {
+            let mut values = vec![0f64; n];
+            fill_normals(&mut self.rng, &mut values, |z| z * std);
+            let tensor = Tensor::f_from_slice(&values);
+            values.fill(0.0);
+            std::hint::black_box(&values);
+            return tensor;
+        }
+        if self.buffer.len() < n {
+            self.buffer.resize(n, 0.0);
+        }
+        let values = &mut self.buffer[..n];
+        fill_normals(&mut self.rng, values, |z| (z * std) as f32);
+        let tensor = Tensor::f_from_slice(values);
+        values.fill(0.0);
+        std::hint::black_box(&self.buffer);
+        tensor?.f_to_kind(kind)
+    }
+}
+
 impl GaussianSource for SecureGaussian {
-    /// Box–Muller on ChaCha20 output, vectorised by libtorch: each pair of normals takes a
-    /// 53-bit uniform u₁ ∈ (0, 1] and a 32-bit uniform u₂, giving r = √(−2 ln u₁) (tails to
-    /// ~8.6σ) and (r cos 2πu₂, r sin 2πu₂). This is much faster than
-    /// drawing normals one at a time in Rust, which matters for models with millions of weights.
     fn sample(
         &mut self,
         std: f64,
@@ -75,43 +159,43 @@ impl GaussianSource for SecureGaussian {
         if n == 0 {
             return Tensor::f_zeros(shape, (kind, device));
         }
-        let pairs = n.div_ceil(2);
-        let pairs_i64 = pairs as i64;
-        let mut wide = vec![0u8; pairs * 8];
-        let mut narrow = vec![0u8; pairs * 4];
-        self.rng.fill_bytes(&mut wide);
-        self.rng.fill_bytes(&mut narrow);
-        // Keystream bytes become integers without a Rust loop (fast even in debug builds).
-        // u₁ = (k + 1) / 2⁵³ with k the low 53 bits of a 64-bit word: in (0, 1], never 0.
-        let step = 1.0 / (1u64 << 53) as f64;
-        let u1 = Tensor::f_from_data_size(&wide, &[pairs_i64], Kind::Int64)?
-            .f_bitwise_and((1i64 << 53) - 1)?
-            .f_to_kind(Kind::Double)?
-            .f_mul_scalar(step)?
-            .f_add_scalar(step)?;
-        // u₂ ∈ [0, 1) from a 32-bit word read as signed.
-        let u2 = Tensor::f_from_data_size(&narrow, &[pairs_i64], Kind::Int)?
-            .f_to_kind(Kind::Double)?
-            .f_add_scalar(2_147_483_648.0)?
-            .f_mul_scalar(1.0 / 4_294_967_296.0)?;
-        let radius = u1
-            .f_log()?
-            .f_mul_scalar(-2.0)?
-            .f_sqrt()?
-            .f_mul_scalar(std)?;
-        let angle = u2.f_mul_scalar(2.0 * std::f64::consts::PI)?;
-        let normals = Tensor::f_cat(
-            &[
-                radius.f_mul(&angle.f_cos()?)?,
-                radius.f_mul(&angle.f_sin()?)?,
-            ],
-            0,
-        )?;
-        normals
-            .f_narrow(0, 0, n as i64)?
+        self.normals(std, n, kind)?
             .f_reshape(shape)?
-            .f_to_kind(kind)?
             .f_to_device(device)
+    }
+
+    /// One draw for the whole step, added to each tensor as a slice of it: a few libtorch calls
+    /// per step instead of several per parameter.
+    fn add_noise(&mut self, std: f64, targets: &mut [Tensor]) -> Result<(), TchError> {
+        let Some(first) = targets.first() else {
+            return Ok(());
+        };
+        let (kind, device) = (first.kind(), first.device());
+        if targets
+            .iter()
+            .any(|t| t.kind() != kind || t.device() != device)
+        {
+            for target in targets.iter_mut() {
+                let noise = self.sample(std, &target.size(), target.kind(), target.device())?;
+                let _ = target.f_add_(&noise)?;
+            }
+            return Ok(());
+        }
+        let total: usize = targets.iter().map(Tensor::numel).sum();
+        if total == 0 {
+            return Ok(());
+        }
+        let noise = self.normals(std, total, kind)?.f_to_device(device)?;
+        let mut offset = 0i64;
+        for target in targets.iter_mut() {
+            let n = target.numel() as i64;
+            let slice = noise
+                .f_narrow(0, offset, n)?
+                .f_view(target.size().as_slice())?;
+            let _ = target.f_add_(&slice)?;
+            offset += n;
+        }
+        Ok(())
     }
 
     fn is_secure(&self) -> bool {
@@ -145,6 +229,44 @@ mod tests {
         assert!((within(1.0) - 0.682_689).abs() < 0.005);
         assert!((within(2.0) - 0.954_500).abs() < 0.003);
         assert!((within(3.0) - 0.997_300).abs() < 0.001);
+    }
+
+    #[test]
+    fn bulk_noise_is_independent_standard_normal_in_every_tensor() {
+        let mut source = SecureGaussian::from_rng(ChaCha20Rng::seed_from_u64(5));
+        // Odd sizes check the pairing of Box–Muller outputs and the slicing into targets.
+        let shapes: [&[i64]; 4] = [&[300, 301], &[7], &[20, 3, 5, 5], &[1]];
+        let mut targets: Vec<Tensor> = shapes
+            .iter()
+            .map(|s| Tensor::full(*s, 2.0, (Kind::Float, Device::Cpu)))
+            .collect();
+        source.add_noise(0.5, &mut targets).unwrap();
+        let flat = Tensor::cat(
+            &targets
+                .iter()
+                .map(|t| t.flatten(0, -1).to_kind(Kind::Double) - 2.0)
+                .collect::<Vec<_>>(),
+            0,
+        );
+        let n = flat.numel() as f64;
+        assert_eq!(targets[2].size(), [20, 3, 5, 5]);
+        let mean = flat.mean(Kind::Double).double_value(&[]);
+        let std = flat.std(true).double_value(&[]);
+        assert!(mean.abs() < 5.0 * 0.5 / n.sqrt(), "mean {mean}");
+        assert!((std / 0.5 - 1.0).abs() < 0.01, "std {std}");
+        // Cosine and sine halves are uncorrelated (neighbouring slices share no values).
+        let big = &targets[0].flatten(0, -1) - 2.0;
+        let half = big.numel() as i64 / 2;
+        let a = big.narrow(0, 0, half).to_kind(Kind::Double);
+        let b = big.narrow(0, half, half).to_kind(Kind::Double);
+        let corr = (&a * &b).mean(Kind::Double).double_value(&[]) / 0.25;
+        assert!(
+            corr.abs() < 5.0 / (half as f64).sqrt(),
+            "correlation {corr}"
+        );
+        for t in &targets {
+            assert!(t.ne(2.0).all().int64_value(&[]) == 1);
+        }
     }
 
     #[test]

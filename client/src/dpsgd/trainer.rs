@@ -146,16 +146,12 @@ impl<N: Network> PrivateTrainer<N> {
         )?;
         let std = self.config.noise_multiplier * self.config.max_grad_norm;
         let expected = self.config.sample_rate * self.dataset_len as f64;
-        let mut grads = Vec::with_capacity(clipped.grads.len());
-        for g in clipped.grads {
-            let kind = g.kind();
-            let noisy = if std > 0.0 {
-                let noise = self.noise.sample(std, &g.size(), kind, g.device())?;
-                g.f_add(&noise)?
-            } else {
-                g
-            };
-            grads.push(noisy.f_div_scalar(expected)?);
+        let mut grads = clipped.grads;
+        if std > 0.0 {
+            self.noise.add_noise(std, &mut grads)?;
+        }
+        for g in &mut grads {
+            let _ = g.f_div_scalar_(expected)?;
         }
         self.accountant
             .step(self.config.noise_multiplier, self.config.sample_rate);

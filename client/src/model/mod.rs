@@ -17,6 +17,7 @@
 //! ```
 
 mod layers;
+pub mod preset;
 mod spec;
 mod tape;
 pub mod torchscript;
@@ -26,6 +27,7 @@ use std::fmt;
 use tch::nn::{self, Init as TchInit};
 use tch::{TchError, Tensor};
 
+pub use preset::{PRESETS, preset};
 pub use spec::{Activation, Init, InputKind, LayerSpec, ModelSpec};
 pub use tape::{ParamId, Record, Tape};
 

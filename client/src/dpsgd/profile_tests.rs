@@ -1,0 +1,222 @@
+//! Where a DP-SGD step spends its time, stage by stage, next to a non-private step:
+//! `cargo test -p cohort-client --lib profile_dp_step -- --ignored --nocapture`.
+// Test code.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Instant;
+
+use tch::nn::VarStore;
+use tch::{Device, Kind, Reduction, Tensor};
+
+use super::noise::{GaussianSource, SecureGaussian};
+use super::*;
+use crate::model::{self, ModelSpec, Tape};
+
+fn ms(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64() * 1e3
+}
+
+fn profile(name: &str, spec: &ModelSpec, batch: i64, reps: usize) {
+    let vs = VarStore::new(Device::Cpu);
+    let net = model::build(&vs.root(), spec).unwrap();
+    let mut shape = vec![batch];
+    shape.extend_from_slice(&spec.input_shape);
+    let x = Tensor::randn(shape.as_slice(), (Kind::Float, Device::Cpu));
+    let y = Tensor::randint(10, [batch], (Kind::Int64, Device::Cpu));
+    let params: Vec<Tensor> = clip::trainable_parameters(&net)
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
+    let mut noise = SecureGaussian::from_os().unwrap();
+    let mut t = [0.0f64; 9];
+    for rep in 0..reps + 2 {
+        let warm = rep < 2;
+        let mut add = |i: usize, v: f64| {
+            if !warm {
+                t[i] += v / reps as f64;
+            }
+        };
+        // Non-private: forward, backward w.r.t. parameters.
+        let s = Instant::now();
+        let logits = net.forward_t(&x, true, &mut Tape::off()).unwrap();
+        let loss = logits.cross_entropy_loss::<Tensor>(&y, None, Reduction::Mean, -100, 0.0);
+        let f = ms(s);
+        let s = Instant::now();
+        let _g = Tensor::run_backward(&[&loss], &params, false, false);
+        add(0, f);
+        add(1, ms(s));
+
+        // DP: recording forward, backward w.r.t. layer outputs, norms, clipped sum, noise.
+        let s = Instant::now();
+        let mut tape = Tape::recording();
+        let logits = net.forward_t(&x, true, &mut tape).unwrap();
+        let loss = clip::summed_loss(&logits, &y).unwrap();
+        let records = tape.take();
+        add(2, ms(s));
+        let s = Instant::now();
+        let outputs: Vec<&Tensor> = records.iter().map(|r| r.output()).collect();
+        let grads = Tensor::run_backward(&[&loss], &outputs, false, false);
+        add(3, ms(s));
+        let s = Instant::now();
+        let norms = ghost::squared_norms(&records, &grads).unwrap();
+        let factors = ghost::clip_factors(&norms.squared, 1.0).unwrap();
+        let _ = factors.double_value(&[0]);
+        add(4, ms(s));
+        let s = Instant::now();
+        let all = net.param_tensors();
+        let sums = ghost::clipped_sum(&records, &grads, norms, &factors, &all).unwrap();
+        let _ = sums.values().map(|t| t.numel()).sum::<usize>();
+        add(5, ms(s));
+        let s = Instant::now();
+        for p in &params {
+            let z = noise
+                .sample(1.0, &p.size(), Kind::Float, Device::Cpu)
+                .unwrap();
+            let _ = z.numel();
+        }
+        add(6, ms(s));
+        let s = Instant::now();
+        let got = clipped_gradient_sum(&net, &x, &y, 1.0, ClippingMode::Ghost).unwrap();
+        let _ = got.grads.len();
+        add(7, ms(s));
+    }
+    let parameters: i64 = params.iter().map(|p| p.numel() as i64).sum();
+    println!(
+        "{name} ({parameters} params, batch {batch}, {} threads): non-private forward {:.1} ms, \
+         backward {:.1} ms | DP forward {:.1}, backward to outputs {:.1}, norms {:.1}, clipped \
+         sum {:.1}, noise {:.1} | whole clipped_gradient_sum {:.1} ms",
+        tch::get_num_threads(),
+        t[0],
+        t[1],
+        t[2],
+        t[3],
+        t[4],
+        t[5],
+        t[6],
+        t[7]
+    );
+}
+
+#[test]
+#[ignore = "a profile, seconds of CPU"]
+fn profile_dp_step() {
+    profile("mlp", &ModelSpec::mlp(784, &[512, 256], 10), 256, 20);
+    profile("mnist-cnn", &ModelSpec::mnist_cnn(), 256, 20);
+}
+
+#[test]
+#[ignore = "a profile, seconds of CPU"]
+fn profile_noise() {
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha20Rng;
+    use rand_distr::{Distribution, StandardNormal};
+    let n = 535_818usize;
+    let reps = 20;
+    let mut source = SecureGaussian::from_os().unwrap();
+    let s = Instant::now();
+    for _ in 0..reps {
+        let z = source
+            .sample(1.0, &[n as i64], Kind::Float, Device::Cpu)
+            .unwrap();
+        let _ = z.numel();
+    }
+    let torch_ms = ms(s) / reps as f64;
+    let mut rng = ChaCha20Rng::seed_from_u64(1);
+    let mut bytes = vec![0u8; n * 6];
+    let s = Instant::now();
+    for _ in 0..reps {
+        rng.fill_bytes(&mut bytes);
+    }
+    let stream_ms = ms(s) / reps as f64;
+    let mut out = vec![0f32; n];
+    let s = Instant::now();
+    for _ in 0..reps {
+        for x in out.iter_mut() {
+            let z: f64 = StandardNormal.sample(&mut rng);
+            *x = z as f32;
+        }
+    }
+    let zig_ms = ms(s) / reps as f64;
+    println!(
+        "{n} normals: torch Box-Muller {torch_ms:.2} ms; ChaCha20 keystream of {} bytes \
+         {stream_ms:.2} ms; rand_distr ziggurat {zig_ms:.2} ms",
+        bytes.len()
+    );
+}
+
+#[test]
+#[ignore = "a profile, seconds of CPU"]
+fn profile_conv_pieces() {
+    let b = 256;
+    // (C, H, out, k, stride, pad) of mnist-cnn's two convolutions.
+    for (c, h, out, k, stride, pad) in [
+        (1i64, 28i64, 16i64, 8i64, 2i64, 3i64),
+        (16, 13, 32, 4, 2, 0),
+    ] {
+        let a = Tensor::randn([b, c, h, h], (Kind::Float, Device::Cpu));
+        let w = Tensor::randn([out, c, k, k], (Kind::Float, Device::Cpu));
+        let y = a.conv2d(&w, None::<Tensor>, [stride, stride], [pad, pad], [1, 1], 1);
+        let g = Tensor::randn(y.size().as_slice(), (Kind::Float, Device::Cpu));
+        let oh = y.size()[2];
+        let reps = 10;
+        let time = |f: &mut dyn FnMut() -> Tensor| {
+            let _ = f();
+            let s = Instant::now();
+            for _ in 0..reps {
+                let _ = f().numel();
+            }
+            ms(s) / reps as f64
+        };
+        let t_conv =
+            time(&mut || a.conv2d(&w, None::<Tensor>, [stride, stride], [pad, pad], [1, 1], 1));
+        let t_im2col = time(&mut || a.im2col([k, k], [1, 1], [pad, pad], [stride, stride]));
+        let u = a.im2col([k, k], [1, 1], [pad, pad], [stride, stride]);
+        let gs = g.reshape([b, out, -1]);
+        let t_bmm = time(&mut || gs.bmm(&u.transpose(1, 2)));
+        let t_bmm_c = time(&mut || gs.bmm(&u.transpose(1, 2).contiguous()));
+        let t_unfold = time(&mut || {
+            a.constant_pad_nd([pad, pad, pad, pad])
+                .unfold(2, k, stride)
+                .unfold(3, k, stride)
+                .contiguous()
+        });
+        // Per-sample weight gradients as one grouped, dilated convolution.
+        let t_grouped = time(&mut || {
+            let x = a.transpose(0, 1); // [C, B, H, W]
+            let kernel = g.reshape([b * out, 1, oh, oh]);
+            let r = x.conv2d(
+                &kernel,
+                None::<Tensor>,
+                [1, 1],
+                [pad, pad],
+                [stride, stride],
+                b,
+            );
+            r.narrow(2, 0, k).narrow(3, 0, k)
+        });
+        // Check the grouped result against bmm.
+        let x = a.transpose(0, 1);
+        let kernel = g.reshape([b * out, 1, oh, oh]);
+        let r = x
+            .conv2d(
+                &kernel,
+                None::<Tensor>,
+                [1, 1],
+                [pad, pad],
+                [stride, stride],
+                b,
+            )
+            .narrow(2, 0, k)
+            .narrow(3, 0, k)
+            .reshape([c, b, out, k * k])
+            .permute([1, 2, 0, 3])
+            .reshape([b, out, c * k * k]);
+        let want = gs.bmm(&u.transpose(1, 2));
+        let err = (&r - &want).abs().max().double_value(&[]);
+        println!(
+            "conv C={c} H={h} out={out} k={k}: forward conv {t_conv:.1} ms, im2col {t_im2col:.1}, \
+             bmm {t_bmm:.1}, bmm(contiguous) {t_bmm_c:.1}, unfold {t_unfold:.1}, grouped conv \
+             {t_grouped:.1} (max err {err:.2e})"
+        );
+    }
+}
