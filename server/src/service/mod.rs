@@ -4,6 +4,7 @@
 pub mod budgets;
 mod noise;
 mod rounds;
+mod spool;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -47,6 +48,8 @@ pub struct ServiceSettings {
     pub upload_concurrency: usize,
     /// Largest update body, bytes.
     pub max_body_bytes: usize,
+    /// Where update bodies wait (as unnamed temporary files) for an upload permit.
+    pub spool_dir: std::path::PathBuf,
 }
 
 /// `POST /v1/federations`, the JSON part: everything but the weights.
