@@ -1,5 +1,7 @@
-//! Uploads over real HTTPS on 127.0.0.1 against the transport's limits: a slow upload must
-//! not hold back the others while they wait for an upload permit.
+//! The transport's limits over real HTTPS on 127.0.0.1: which TLS versions are accepted
+//! (1.3 by default, 1.2 only when configured), per-client rate limits (429 with a problem
+//! document and Retry-After), and a slow upload that must not hold back the others while they
+//! wait for an upload permit.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -7,6 +9,93 @@ mod common;
 use cohort_protocol::frame::encode_f32;
 use common::*;
 use reqwest::StatusCode;
+
+async fn healthz(c: &reqwest::Client, url: &str) -> Result<StatusCode, reqwest::Error> {
+    c.get(format!("{url}/healthz"))
+        .send()
+        .await
+        .map(|r| r.status())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_1_3_by_default_and_tls_1_2_only_when_configured() {
+    let world = World::new("tlsversions");
+    let tls13 = https_client_with_versions(&world.ca_pem, None, &[&rustls::version::TLS13]);
+    let tls12 = https_client_with_versions(&world.ca_pem, None, &[&rustls::version::TLS12]);
+
+    let server = Running::start(&world.config()).await;
+    assert_eq!(healthz(&tls13, &server.url).await.unwrap(), StatusCode::OK);
+    assert!(
+        healthz(&tls12, &server.url).await.is_err(),
+        "a TLS 1.2-only client must be refused by default"
+    );
+    server.stop().await;
+
+    let mut config = world.config();
+    config.tls12 = true;
+    let server = Running::start(&config).await;
+    assert_eq!(healthz(&tls12, &server.url).await.unwrap(), StatusCode::OK);
+    assert_eq!(healthz(&tls13, &server.url).await.unwrap(), StatusCode::OK);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_over_its_rate_gets_429_with_retry_after_and_others_are_unaffected() {
+    let world = World::new("ratelimit");
+    let mut config = world.config();
+    // Enrolment goes through the limiter too (keyed by IP), so the burst covers the set-up.
+    config.rate_limit_per_s = 0.01;
+    config.rate_limit_burst = 8;
+    let server = Running::start(&config).await;
+    let url = server.url.clone();
+    let admin = world.client(None);
+    let w = [0.0f32; 3];
+    assert_eq!(
+        create_federation(&admin, &url, &world.admin, "fed", &w, training_config(2))
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    let (ca, ka) = enrol(&world, &url, "fed", "a", 5).await;
+    let (cb, kb) = enrol(&world, &url, "fed", "b", 5).await;
+    let a = world.client(Some((&ca, &ka)));
+    let b = world.client(Some((&cb, &kb)));
+
+    // Client a spends its burst; its next request is refused before any handler runs.
+    let mut refused = None;
+    for _ in 0..=config.rate_limit_burst {
+        let resp = a
+            .get(format!("{url}/v1/federations/fed/task"))
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+            refused = Some(resp);
+            break;
+        }
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    let resp = refused.expect("the client was never limited");
+    let retry_after: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1, "Retry-After {retry_after}");
+    let p = problem(resp, 429).await;
+    assert_eq!(p["type"], "urn:cohort:problem:rate-limited");
+
+    // An upload over the limit is refused too, and changes nothing.
+    problem(
+        upload(&a, &url, "fed", 1, 5, encode_f32(&[0.0; 3])).await,
+        429,
+    )
+    .await;
+    // The limit is per client: b (its own certificate, same IP) still gets through.
+    let (_, task) = poll(&b, &url, "fed").await;
+    assert_eq!(task["kind"], "wait", "{task}");
+    server.stop().await;
+}
 
 /// A request body fed by the test, chunk by chunk.
 struct Trickle(tokio::sync::mpsc::Receiver<Vec<u8>>);
