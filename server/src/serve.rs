@@ -97,6 +97,7 @@ impl Server {
             round_interval: Duration::from_secs(config.round_interval_s),
             upload_concurrency: config.upload_concurrency,
             max_body_bytes: config.max_body_bytes,
+            spool_dir: config.data_dir.clone(),
         };
         let service = Arc::new(Service::new(Arc::new(store), ca, metrics.clone(), settings));
         let state = AppState {

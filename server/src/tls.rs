@@ -232,6 +232,8 @@ fn describe_cert_error(e: &rustls::Error) -> String {
 
 /// How long a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest HTTP/1 read buffer per connection (headers must fit; bodies stream through it).
+const HTTP1_MAX_BUF: usize = 64 * 1024;
 /// How long in-flight requests may run after shutdown is asked for.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -311,7 +313,10 @@ async fn serve_connection<I>(
         req.map(axum::body::Body::new)
     });
     let svc = hyper_util::service::TowerToHyperService::new(svc);
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper's read buffer grows to ~400 KiB per connection by default while a body streams
+    // in; with hundreds of clients uploading at once that alone outgrew the memory target.
+    builder.http1().max_buf_size(HTTP1_MAX_BUF);
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     if let Err(e) = watcher.watch(conn.into_owned()).await {
         tracing::debug!(%remote, error = %e, "connection ended with an error");

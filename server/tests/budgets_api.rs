@@ -30,25 +30,9 @@ struct Fed {
     b_identity: (String, String),
 }
 
-async fn poll(c: &Client, url: &str) -> Value {
-    let resp = c
-        .get(format!("{url}/v1/federations/fed/task"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    resp.json().await.unwrap()
-}
-
-async fn upload(c: &Client, url: &str, round: u64) -> reqwest::Response {
-    c.put(format!(
-        "{url}/v1/federations/fed/rounds/{round}/update?num_examples=5"
-    ))
-    .header("content-type", "application/vnd.cohort.vector")
-    .body(encode_f32(&[0.0; 3]))
-    .send()
-    .await
-    .unwrap()
+/// A plain update for round `round` of `fed` (three zeros, five records).
+async fn upload_zeros(c: &Client, url: &str, round: u64) -> reqwest::Response {
+    upload(c, url, "fed", round, 5, encode_f32(&[0.0; 3])).await
 }
 
 /// Federation `fed` with clients a and b enrolled, online, and charged by round 1 (open).
@@ -63,8 +47,8 @@ async fn federation(tag: &str) -> Fed {
     let (cb, kb) = enrol(&world, &url, "fed", "b", 20).await;
     let a = world.client(Some((&ca, &ka)));
     let b = world.client(Some((&cb, &kb)));
-    poll(&a, &url).await;
-    poll(&b, &url).await;
+    poll(&a, &url, "fed").await;
+    poll(&b, &url, "fed").await;
     let open = plain
         .post(format!("{url}/v1/federations/fed/rounds"))
         .bearer_auth(&world.admin)
@@ -392,8 +376,8 @@ async fn budget_operations_are_audited_durable_and_never_erase_spend() {
     let f = federation("budgetops").await;
     let url = f.url.clone();
     // Finish round 1 so both clients have spent something.
-    assert_eq!(upload(&f.a, &url, 1).await.status(), StatusCode::OK);
-    assert_eq!(upload(&f.b, &url, 1).await.status(), StatusCode::OK);
+    assert_eq!(upload_zeros(&f.a, &url, 1).await.status(), StatusCode::OK);
+    assert_eq!(upload_zeros(&f.b, &url, 1).await.status(), StatusCode::OK);
     for _ in 0..200 {
         if f.get("/v1/federations/fed/rounds/1").await["state"] == "completed" {
             break;
@@ -433,8 +417,8 @@ async fn budget_operations_are_audited_durable_and_never_erase_spend() {
     assert_eq!(out["audit"]["reason"], "pause");
 
     // The exhausted client sits out the next round.
-    poll(&f.a, &url).await;
-    poll(&f.b, &url).await;
+    poll(&f.a, &url, "fed").await;
+    poll(&f.b, &url, "fed").await;
     let open = f
         .plain
         .post(format!("{url}/v1/federations/fed/rounds"))

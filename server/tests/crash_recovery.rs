@@ -56,17 +56,6 @@ impl Drop for ServerProcess {
     }
 }
 
-async fn get(c: &reqwest::Client, url: &str, path: &str, token: &str) -> Value {
-    let r = c
-        .get(format!("{url}{path}"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK, "{path}");
-    r.json().await.unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ledger_survives_kill_9_mid_round() {
     let world = World::new("crash");
@@ -105,7 +94,7 @@ async fn ledger_survives_kill_9_mid_round() {
         .await
         .unwrap();
     assert_eq!(up.status(), StatusCode::OK);
-    let before = get(&c, &url, "/v1/federations/fed/budgets", &world.viewer).await;
+    let before = get_json(&c, &url, "/v1/federations/fed/budgets", &world.viewer).await;
     for client in before["clients"].as_array().unwrap() {
         assert_eq!(client["rounds"], 1);
     }
@@ -113,9 +102,9 @@ async fn ledger_survives_kill_9_mid_round() {
 
     let server = ServerProcess::spawn(&world);
     let url = server.url.clone();
-    let after = get(&c, &url, "/v1/federations/fed/budgets", &world.viewer).await;
+    let after = get_json(&c, &url, "/v1/federations/fed/budgets", &world.viewer).await;
     assert_eq!(after, before, "every ledger entry survives");
-    let round = get(&c, &url, "/v1/federations/fed/rounds/1", &world.viewer).await;
+    let round = get_json(&c, &url, "/v1/federations/fed/rounds/1", &world.viewer).await;
     assert_eq!(round["state"], "aborted");
     assert!(
         round["abort_reason"].as_str().unwrap().contains("restart"),
@@ -152,7 +141,7 @@ async fn ledger_survives_kill_9_mid_round() {
         "{:?}",
         open.text().await
     );
-    let r2: Value = get(&c, &url, "/v1/federations/fed/rounds/2", &world.viewer).await;
+    let r2: Value = get_json(&c, &url, "/v1/federations/fed/rounds/2", &world.viewer).await;
     assert_eq!(r2["base_model_version"], 0);
     let latest = c
         .get(format!("{url}/v1/federations/fed/models/latest"))
@@ -164,7 +153,7 @@ async fn ledger_survives_kill_9_mid_round() {
         read_f32_safetensors(&latest.bytes().await.unwrap()),
         w0.to_vec()
     );
-    let budgets = get(&c, &url, "/v1/federations/fed/budgets", &world.viewer).await;
+    let budgets = get_json(&c, &url, "/v1/federations/fed/budgets", &world.viewer).await;
     for client in budgets["clients"].as_array().unwrap() {
         assert_eq!(
             client["rounds"], 2,

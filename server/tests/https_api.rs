@@ -12,46 +12,6 @@ use serde_json::{Value, json};
 
 const W0: [f32; 6] = [0.5, -1.0, 2.0, 0.0, 3.25, -0.75];
 
-async fn poll(c: &reqwest::Client, url: &str, fed: &str) -> (reqwest::header::HeaderMap, Value) {
-    let resp = c
-        .get(format!("{url}/v1/federations/{fed}/task"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    let h = resp.headers().clone();
-    (h, resp.json().await.unwrap())
-}
-
-async fn upload(
-    c: &reqwest::Client,
-    url: &str,
-    fed: &str,
-    round: u64,
-    n: u64,
-    body: Vec<u8>,
-) -> reqwest::Response {
-    c.put(format!(
-        "{url}/v1/federations/{fed}/rounds/{round}/update?num_examples={n}"
-    ))
-    .header("content-type", "application/vnd.cohort.vector")
-    .body(body)
-    .send()
-    .await
-    .unwrap()
-}
-
-async fn get_json(c: &reqwest::Client, url: &str, path: &str, token: &str) -> Value {
-    let resp = c
-        .get(format!("{url}{path}"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK, "{path}");
-    resp.json().await.unwrap()
-}
-
 async fn wait_round_state(
     c: &reqwest::Client,
     url: &str,

@@ -5,6 +5,7 @@ pub mod budgets;
 mod noise;
 mod rounds;
 pub mod secagg;
+mod spool;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -48,6 +49,8 @@ pub struct ServiceSettings {
     pub upload_concurrency: usize,
     /// Largest update body, bytes.
     pub max_body_bytes: usize,
+    /// Where update bodies wait (as unnamed temporary files) for an upload permit.
+    pub spool_dir: std::path::PathBuf,
 }
 
 /// `POST /v1/federations`, the JSON part: everything but the weights.

@@ -15,7 +15,7 @@ use cohort_protocol::messages::{DpSgdConfig, RoundView, Task, TaskPoll, UploadRe
 use cohort_protocol::{Epsilon, RoundId};
 
 use super::secagg::SecureRound;
-use super::{Service, lock};
+use super::{Service, lock, spool};
 use crate::aggregate::{AggregateError, CollectedUpdates, RoundKey, StreamingSum};
 use crate::domain::{
     AbortReason, ClientId, FederationId, FederationState, RoundMetrics, RoundNumber, RoundState,
@@ -429,8 +429,9 @@ impl Service {
     }
 
     /// Validates an uploaded vector frame and adds it to the round's running sum. The body is
-    /// read only after an upload permit is held, so at most `upload_concurrency` update
-    /// buffers exist at once however many clients upload.
+    /// received into a temporary file and read into memory only once an upload permit is
+    /// held, so at most `upload_concurrency` update buffers exist at once however many
+    /// clients upload, and no client's send waits on the permits.
     pub async fn upload(
         &self,
         fed: &FederationId,
@@ -472,21 +473,22 @@ impl Service {
                 )));
             }
         }
+        // Receive the whole body first (into a temporary file, not memory), then wait for a
+        // permit: a body left unread behind the permits stalls the client's TCP send until
+        // its keepalive aborts the connection (see `spool`).
+        let spooled = spool::SpooledBody::receive(
+            body,
+            &self.settings.spool_dir,
+            self.settings.max_body_bytes,
+        )
+        .await
+        .inspect_err(|_| self.metrics.upload_rejected())?;
         let _permit = self
             .upload_permits
             .acquire()
             .await
             .map_err(|_| ApiError::Unavailable("the server is shutting down".into()))?;
-        let bytes = axum::body::to_bytes(body, self.settings.max_body_bytes)
-            .await
-            .map_err(|e| {
-                self.metrics.upload_rejected();
-                if e.into_inner().is::<http_body_util::LengthLimitError>() {
-                    ApiError::PayloadTooLarge("the update exceeds max_body_bytes".into())
-                } else {
-                    ApiError::BadRequest("the body could not be read completely".into())
-                }
-            })?;
+        let bytes = spooled.into_bytes().await?;
         let result = self
             .add_update(
                 &live,

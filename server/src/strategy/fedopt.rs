@@ -4,11 +4,11 @@
 use serde_json::json;
 
 use super::math::{
-    adagrad_second_moment, adam_second_moment, adaptive_direction, apply_step, first_moment_update,
+    adagrad_second_moment, adam_second_moment, adaptive_direction, first_moment_update,
     momentum_update, yogi_second_moment,
 };
 use super::{
-    ClientConfig, FitFailure, FitResults, Strategy, StrategyError, finite, mean_delta, state,
+    ClientConfig, FitFailure, FitResults, Strategy, StrategyError, mean_delta, state, step,
 };
 use crate::domain::{RoundNumber, Weighting};
 
@@ -40,7 +40,7 @@ impl Strategy for FedAvg {
         _failures: &[FitFailure],
     ) -> Result<Option<Vec<f32>>, StrategyError> {
         match mean_delta(current, results)? {
-            Some(delta) => finite(apply_step(current, &delta, 1.0)),
+            Some(delta) => step(current, &delta, 1.0),
             None => Ok(None),
         }
     }
@@ -130,7 +130,7 @@ impl Strategy for FedAvgM {
             .take()
             .unwrap_or_else(|| vec![0.0; current.len()]);
         momentum_update(&mut velocity, &delta, self.momentum);
-        let out = finite(apply_step(current, &velocity, self.server_lr));
+        let out = step(current, &velocity, self.server_lr);
         if out.is_ok() {
             self.velocity = Some(velocity);
         }
@@ -170,6 +170,25 @@ struct AdaptiveOpt {
 }
 
 impl AdaptiveOpt {
+    fn new(
+        kind: Adaptivity,
+        weighting: Weighting,
+        server_lr: f64,
+        beta1: f64,
+        beta2: f64,
+        tau: f64,
+    ) -> Self {
+        Self {
+            kind,
+            weighting,
+            server_lr,
+            beta1,
+            beta2,
+            tau,
+            moments: None,
+        }
+    }
+
     fn aggregate(
         &mut self,
         current: &[f32],
@@ -189,7 +208,7 @@ impl AdaptiveOpt {
             Adaptivity::Adagrad => adagrad_second_moment(&mut v, &delta),
         }
         let direction = adaptive_direction(&m, &v, self.tau);
-        let out = finite(apply_step(current, &direction, self.server_lr))?;
+        let out = step(current, &direction, self.server_lr)?;
         self.moments = Some((m, v));
         Ok(out)
     }
@@ -263,30 +282,28 @@ adaptive_strategy!(
 impl FedAdam {
     /// FedAdam with learning rate η, decay rates β₁ and β₂, and adaptivity floor τ.
     pub fn new(weighting: Weighting, server_lr: f64, beta1: f64, beta2: f64, tau: f64) -> Self {
-        Self(AdaptiveOpt {
-            kind: Adaptivity::Adam,
+        Self(AdaptiveOpt::new(
+            Adaptivity::Adam,
             weighting,
             server_lr,
             beta1,
             beta2,
             tau,
-            moments: None,
-        })
+        ))
     }
 }
 
 impl FedYogi {
     /// FedYogi with learning rate η, decay rates β₁ and β₂, and adaptivity floor τ.
     pub fn new(weighting: Weighting, server_lr: f64, beta1: f64, beta2: f64, tau: f64) -> Self {
-        Self(AdaptiveOpt {
-            kind: Adaptivity::Yogi,
+        Self(AdaptiveOpt::new(
+            Adaptivity::Yogi,
             weighting,
             server_lr,
             beta1,
             beta2,
             tau,
-            moments: None,
-        })
+        ))
     }
 }
 
@@ -294,14 +311,13 @@ impl FedAdagrad {
     /// FedAdagrad with learning rate η and adaptivity floor τ (β₁ = 0: no first-moment
     /// smoothing, as in Reddi et al.'s FedAdagrad).
     pub fn new(weighting: Weighting, server_lr: f64, tau: f64) -> Self {
-        Self(AdaptiveOpt {
-            kind: Adaptivity::Adagrad,
+        Self(AdaptiveOpt::new(
+            Adaptivity::Adagrad,
             weighting,
             server_lr,
-            beta1: 0.0,
-            beta2: 0.0,
+            0.0,
+            0.0,
             tau,
-            moments: None,
-        })
+        ))
     }
 }

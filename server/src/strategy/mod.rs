@@ -282,8 +282,29 @@ fn mean_delta(current: &[f32], results: FitResults) -> Result<Option<Vec<f64>>, 
     Ok(summed.mean())
 }
 
-/// Refuses a model with NaN or ±∞ (for example after `f32` overflow).
-fn finite(weights: Vec<f32>) -> Result<Option<Vec<f32>>, StrategyError> {
+/// Every update of a robust aggregator's round, each checked against the model's length.
+fn individual_updates(
+    current: &[f32],
+    results: FitResults,
+) -> Result<Vec<Vec<f32>>, StrategyError> {
+    let FitResults::Individual(updates) = results else {
+        return Err(StrategyError::WrongInput {
+            expected: InputKind::Individual,
+        });
+    };
+    if let Some(bad) = updates.iter().find(|u| u.len() != current.len()) {
+        return Err(StrategyError::LengthMismatch {
+            expected: current.len(),
+            got: bad.len(),
+        });
+    }
+    Ok(updates)
+}
+
+/// The next model, w + lr·direction, refused if it has NaN or ±∞ (for example after `f32`
+/// overflow): every strategy ends with this step.
+fn step(current: &[f32], direction: &[f64], lr: f64) -> Result<Option<Vec<f32>>, StrategyError> {
+    let weights = math::apply_step(current, direction, lr);
     if weights.iter().all(|w| w.is_finite()) {
         Ok(Some(weights))
     } else {

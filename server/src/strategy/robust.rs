@@ -1,23 +1,21 @@
 //! Robust aggregators: they bound the influence of a few wild updates, but need every update
 //! in the clear, so configuration refuses them under secure aggregation.
 
-use super::math::{apply_step, coordinate_median, trimmed_mean};
-use super::{FitFailure, FitResults, InputKind, Strategy, StrategyError, finite};
+use super::math::{coordinate_median, trimmed_mean};
+use super::{FitFailure, FitResults, InputKind, Strategy, StrategyError, individual_updates, step};
 use crate::domain::{RoundNumber, Weighting};
 
-fn individual(current: &[f32], results: FitResults) -> Result<Vec<Vec<f32>>, StrategyError> {
-    let FitResults::Individual(updates) = results else {
-        return Err(StrategyError::WrongInput {
-            expected: InputKind::Individual,
-        });
-    };
-    if let Some(bad) = updates.iter().find(|u| u.len() != current.len()) {
-        return Err(StrategyError::LengthMismatch {
-            expected: current.len(),
-            got: bad.len(),
-        });
+/// w ← w + reduce(updates): the whole of a robust aggregator but its coordinate-wise rule.
+fn robust_step(
+    current: &[f32],
+    results: FitResults,
+    reduce: impl FnOnce(&[Vec<f32>]) -> Vec<f64>,
+) -> Result<Option<Vec<f32>>, StrategyError> {
+    let updates = individual_updates(current, results)?;
+    if updates.is_empty() {
+        return Ok(None);
     }
-    Ok(updates)
+    step(current, &reduce(&updates), 1.0)
 }
 
 /// w ← w + coordinate-wise median of the deltas.
@@ -41,11 +39,7 @@ impl Strategy for CoordinateMedian {
         results: FitResults,
         _failures: &[FitFailure],
     ) -> Result<Option<Vec<f32>>, StrategyError> {
-        let updates = individual(current, results)?;
-        if updates.is_empty() {
-            return Ok(None);
-        }
-        finite(apply_step(current, &coordinate_median(&updates), 1.0))
+        robust_step(current, results, coordinate_median)
     }
 }
 
@@ -79,14 +73,8 @@ impl Strategy for TrimmedMean {
         results: FitResults,
         _failures: &[FitFailure],
     ) -> Result<Option<Vec<f32>>, StrategyError> {
-        let updates = individual(current, results)?;
-        if updates.is_empty() {
-            return Ok(None);
-        }
-        finite(apply_step(
-            current,
-            &trimmed_mean(&updates, self.fraction),
-            1.0,
-        ))
+        robust_step(current, results, |updates| {
+            trimmed_mean(updates, self.fraction)
+        })
     }
 }

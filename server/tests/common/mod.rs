@@ -88,13 +88,22 @@ impl World {
 }
 
 pub fn https_client(ca_pem: &str, identity: Option<(&str, &str)>) -> Client {
+    https_client_with_versions(ca_pem, identity, rustls::DEFAULT_VERSIONS)
+}
+
+/// An HTTPS client that offers only `versions` of TLS.
+pub fn https_client_with_versions(
+    ca_pem: &str,
+    identity: Option<(&str, &str)>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Client {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(c.unwrap()).unwrap();
     }
     let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .unwrap()
         .with_root_certificates(roots);
     let config = match identity {
@@ -112,6 +121,49 @@ pub fn https_client(ca_pem: &str, identity: Option<(&str, &str)>) -> Client {
         .tls_backend_preconfigured(config)
         .build()
         .unwrap()
+}
+
+/// `GET /v1/federations/{fed}/task` with a client certificate; asserts 200.
+pub async fn poll(c: &Client, url: &str, fed: &str) -> (reqwest::header::HeaderMap, Value) {
+    let resp = c
+        .get(format!("{url}/v1/federations/{fed}/task"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let h = resp.headers().clone();
+    (h, resp.json().await.unwrap())
+}
+
+/// `PUT` of an update body for `round`, trained on `n` records.
+pub async fn upload(
+    c: &Client,
+    url: &str,
+    fed: &str,
+    round: u64,
+    n: u64,
+    body: Vec<u8>,
+) -> Response {
+    c.put(format!(
+        "{url}/v1/federations/{fed}/rounds/{round}/update?num_examples={n}"
+    ))
+    .header("content-type", "application/vnd.cohort.vector")
+    .body(body)
+    .send()
+    .await
+    .unwrap()
+}
+
+/// `GET path` with a bearer token; asserts 200 and returns the JSON.
+pub async fn get_json(c: &Client, url: &str, path: &str, token: &str) -> Value {
+    let resp = c
+        .get(format!("{url}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "{path}");
+    resp.json().await.unwrap()
 }
 
 /// A running in-process server.
