@@ -36,6 +36,16 @@ pub trait Lane:
     fn from_u64(value: u64) -> Self;
     /// Widens the word to `u64`.
     fn to_u64(self) -> u64;
+    /// [`apply_mask`] for this lane type, compiled once in this crate: see [`Keystream`] for
+    /// why the hot loop must not be a generic instantiated downstream.
+    #[doc(hidden)]
+    fn apply_mask_here(
+        seed: &[u8; 32],
+        kind: MaskKind,
+        sign: Sign,
+        offset: usize,
+        out: &mut [Self],
+    );
 }
 
 mod private {
@@ -74,6 +84,37 @@ macro_rules! impl_lane {
                 } else {
                     self & ((1 << bits) - 1)
                 }
+            }
+            #[inline(never)]
+            fn apply_mask_here(
+                seed: &[u8; 32],
+                kind: MaskKind,
+                sign: Sign,
+                offset: usize,
+                out: &mut [Self],
+            ) {
+                const SIZE: usize = std::mem::size_of::<$t>();
+                let mut stream = Keystream::new(seed, kind, (offset as u64) * (SIZE as u64));
+                let mut buf = [0u8; CHUNK_BYTES];
+                for block in out.chunks_mut(CHUNK_BYTES / SIZE) {
+                    let bytes = &mut buf[..block.len() * SIZE];
+                    stream.fill(bytes);
+                    // Fixed-size word chunks let the compiler vectorise the add.
+                    let (words, _) = bytes.as_chunks::<SIZE>();
+                    match sign {
+                        Sign::Add => {
+                            for (lane, word) in block.iter_mut().zip(words) {
+                                *lane = lane.wrapping_add(<$t>::from_le_bytes(*word));
+                            }
+                        }
+                        Sign::Sub => {
+                            for (lane, word) in block.iter_mut().zip(words) {
+                                *lane = lane.wrapping_sub(<$t>::from_le_bytes(*word));
+                            }
+                        }
+                    }
+                }
+                buf.zeroize();
             }
             #[inline(always)]
             fn from_u64(value: u64) -> Self {
@@ -128,26 +169,30 @@ pub fn apply_mask<L: Lane>(
     offset: usize,
     out: &mut [L],
 ) {
-    let mut cipher = ChaCha20::new(&(*seed).into(), &kind.nonce().into());
-    cipher.seek((offset as u64) * (L::BYTES as u64));
-    let mut buf = [0u8; CHUNK_BYTES];
-    for block in out.chunks_mut(CHUNK_BYTES / L::BYTES) {
-        let bytes = &mut buf[..block.len() * L::BYTES];
-        cipher.write_keystream(bytes);
-        match sign {
-            Sign::Add => {
-                for (lane, word) in block.iter_mut().zip(bytes.chunks_exact(L::BYTES)) {
-                    *lane = lane.wrapping_add(L::from_le_slice(word));
-                }
-            }
-            Sign::Sub => {
-                for (lane, word) in block.iter_mut().zip(bytes.chunks_exact(L::BYTES)) {
-                    *lane = lane.wrapping_sub(L::from_le_slice(word));
-                }
-            }
-        }
+    L::apply_mask_here(seed, kind, sign, offset, out);
+}
+
+/// The ChaCha20 keystream of one mask, behind non-generic, never-inlined functions.
+///
+/// Why not call `ChaCha20` from a generic function directly: a generic function is
+/// compiled in whichever crate instantiates it, and in debug builds rustc shares generic
+/// instantiations with downstream crates. Once an unoptimised crate (the server, in the dev
+/// profile) instantiated the cipher, every binary above it used that copy, and unmasking ran
+/// ~15× slower. Concrete functions here are always compiled with this crate's optimisation.
+struct Keystream(ChaCha20);
+
+impl Keystream {
+    #[inline(never)]
+    fn new(seed: &[u8; 32], kind: MaskKind, byte_offset: u64) -> Self {
+        let mut cipher = ChaCha20::new(&(*seed).into(), &kind.nonce().into());
+        cipher.seek(byte_offset);
+        Self(cipher)
     }
-    buf.zeroize();
+
+    #[inline(never)]
+    fn fill(&mut self, bytes: &mut [u8]) {
+        self.0.write_keystream(bytes);
+    }
 }
 
 #[cfg(test)]
