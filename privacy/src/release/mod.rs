@@ -52,7 +52,7 @@ use opendp::{
     combinators::{
         make_approximate, make_chain_mt, make_composition, make_fix_delta, make_zCDP_to_approxDP,
     },
-    core::{Function, Measurement, StabilityMap, Transformation},
+    core::{Function, Measure, Measurement, StabilityMap, Transformation},
     domains::{AtomDomain, VectorDomain},
     measurements::{make_gaussian, make_laplace},
     measures::{MaxDivergence, ZeroConcentratedDivergence},
@@ -301,38 +301,44 @@ fn select(i: usize, k: usize) -> opendp::error::Fallible<Select> {
     )
 }
 
+/// One coordinate's noise, in normalised units, under output measure `MO`.
+type CoordinateNoise<MO> = Measurement<AtomDomain<f64>, AbsoluteDistance<f64>, MO, f64>;
+
+/// That noise applied to one coordinate of the normalised vector.
+type OnCoordinate<MO> = Measurement<VectorDomain<AtomDomain<f64>>, LInfDistance<f64>, MO, f64>;
+
+/// The same noise measurement on each of the k coordinates, ready for `make_composition`.
+fn on_each_coordinate<MO: 'static + Measure>(
+    noise: &CoordinateNoise<MO>,
+    k: usize,
+) -> opendp::error::Fallible<Vec<OnCoordinate<MO>>> {
+    (0..k)
+        .map(|i| make_chain_mt(noise, &select(i, k)?))
+        .collect()
+}
+
 /// k statistics, each noised at `scale` (normalised units), composed and expressed in (ε, δ).
 fn build(mechanism: Mechanism, k: usize, scale: f64, delta: f64) -> Result<Composed, ReleaseError> {
     let build = || -> opendp::error::Fallible<Composed> {
         match mechanism {
             Mechanism::Gaussian => {
-                let parts = (0..k)
-                    .map(|i| {
-                        let noise = make_gaussian::<_, _, ZeroConcentratedDivergence>(
-                            AtomDomain::<f64>::new_non_nan(),
-                            AbsoluteDistance::default(),
-                            scale,
-                            None,
-                        )?;
-                        make_chain_mt(&noise, &select(i, k)?)
-                    })
-                    .collect::<opendp::error::Fallible<Vec<_>>>()?;
-                let zcdp = make_composition(parts)?;
+                let noise = make_gaussian::<_, _, ZeroConcentratedDivergence>(
+                    AtomDomain::<f64>::new_non_nan(),
+                    AbsoluteDistance::default(),
+                    scale,
+                    None,
+                )?;
+                let zcdp = make_composition(on_each_coordinate(&noise, k)?)?;
                 make_fix_delta(&make_zCDP_to_approxDP(zcdp)?, delta)
             }
             Mechanism::Laplace => {
-                let parts = (0..k)
-                    .map(|i| {
-                        let noise = make_laplace::<_, _, MaxDivergence>(
-                            AtomDomain::<f64>::new_non_nan(),
-                            AbsoluteDistance::default(),
-                            scale,
-                            None,
-                        )?;
-                        make_chain_mt(&noise, &select(i, k)?)
-                    })
-                    .collect::<opendp::error::Fallible<Vec<_>>>()?;
-                make_approximate(make_composition(parts)?)
+                let noise = make_laplace::<_, _, MaxDivergence>(
+                    AtomDomain::<f64>::new_non_nan(),
+                    AbsoluteDistance::default(),
+                    scale,
+                    None,
+                )?;
+                make_approximate(make_composition(on_each_coordinate(&noise, k)?)?)
             }
         }
     };
