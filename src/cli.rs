@@ -30,6 +30,9 @@ enum Command {
     Join(crate::join_cmd::JoinArgs),
     /// Train a model with DP-SGD on this site's own data, within the local privacy budget.
     Train(Box<crate::train_cmd::TrainArgs>),
+    /// A federation on this machine: an HTTPS server and hospitals as separate processes,
+    /// trained with DP-SGD and secure aggregation; prints accuracy and ε per round.
+    Demo(Box<crate::demo_cmd::DemoArgs>),
 }
 
 /// Parses the process arguments; exits with clap's usage message on bad input.
@@ -48,5 +51,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Budgets(args) => crate::budgets_cmd::run(&args),
         Command::Join(args) => crate::join_cmd::run(&args),
         Command::Train(args) => crate::train_cmd::run(&args),
+        Command::Demo(args) => crate::demo_cmd::run(&args),
     }
 }

@@ -11,6 +11,8 @@ This crate is glue. It parses arguments into validated settings and calls the li
 pub mod bench;
 pub mod budgets_cmd;
 pub mod cli;
+pub mod demo;
+pub mod demo_cmd;
 pub mod doctor;
 pub mod join_cmd;
 pub mod privacy_cmd;
