@@ -45,8 +45,9 @@ pub fn line_channel() -> (Sender<Line>, Lines) {
 }
 
 impl Supervised {
-    /// Starts `program args` as `name` in a new process group. Its stdout is copied to
-    /// `log_dir/NAME.log` and sent to `lines`; stderr goes to `log_dir/NAME.err`.
+    /// Starts `program args` as `name` in a new process group, without the parent's `COHORT_*`
+    /// variables. Its stdout is copied to `log_dir/NAME.log` and sent to `lines`; stderr goes
+    /// to `log_dir/NAME.err`.
     pub fn spawn(
         name: &str,
         program: &Path,
@@ -61,7 +62,15 @@ impl Supervised {
             .map_err(|e| format!("cannot create {}: {e}", err_path.display()))?;
         let mut out =
             File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
-        let mut child = Command::new(program)
+        let mut cmd = Command::new(program);
+        // `cohort serve` lets COHORT_* variables override its config file: an operator's
+        // COHORT_DATA_DIR must never point the demo's server at real data.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("COHORT_") {
+                cmd.env_remove(&key);
+            }
+        }
+        let mut child = cmd
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
