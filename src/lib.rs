@@ -14,4 +14,5 @@ pub mod cli;
 pub mod doctor;
 pub mod join_cmd;
 pub mod privacy_cmd;
+pub mod report;
 pub mod train_cmd;
