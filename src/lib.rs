@@ -15,4 +15,5 @@ pub mod doctor;
 pub mod join_cmd;
 pub mod privacy_cmd;
 pub mod report;
+pub mod sim;
 pub mod train_cmd;
