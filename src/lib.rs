@@ -16,4 +16,6 @@ pub mod demo_cmd;
 pub mod doctor;
 pub mod join_cmd;
 pub mod privacy_cmd;
+pub mod report;
+pub mod sim;
 pub mod train_cmd;

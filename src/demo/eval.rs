@@ -6,11 +6,7 @@
 //! hospital. The reported accuracy pools every held-out record.
 
 use cohort_client::data::{self, DataSpec, Dataset};
-use cohort_client::dpsgd::accuracy;
-use cohort_client::model::{self, ModelSpec};
-use cohort_client::weights;
-use tch::Device;
-use tch::nn::VarStore;
+use cohort_client::model::ModelSpec;
 
 /// Each hospital's test split and the model architecture.
 #[derive(Debug)]
@@ -25,6 +21,8 @@ pub struct Evaluator {
 pub struct Accuracy {
     /// Correct predictions over all held-out records.
     pub pooled: f64,
+    /// Mean cross-entropy over all held-out records.
+    pub loss: f64,
     /// Per hospital, in hospital order.
     pub per_hospital: Vec<f64>,
     /// Held-out records in total.
@@ -58,26 +56,22 @@ impl Evaluator {
         self.tests.iter().map(Dataset::len).collect()
     }
 
-    /// Accuracy of the model in `safetensors`.
+    /// Accuracy and loss of the model in `safetensors` (through the simulator's evaluation).
     pub fn evaluate(&self, safetensors: &[u8]) -> Result<Accuracy, String> {
-        let mut vs = VarStore::new(Device::Cpu);
-        let net = model::build(&vs.root(), &self.spec).map_err(|e| e.to_string())?;
-        weights::load_safetensors(&mut vs, safetensors)
-            .map_err(|e| format!("the global model does not fit the demo's architecture: {e}"))?;
         let mut per_hospital = Vec::with_capacity(self.tests.len());
-        let (mut correct, mut records) = (0.0, 0i64);
+        let (mut correct, mut loss, mut records) = (0.0, 0.0, 0i64);
         for test in &self.tests {
-            let acc = accuracy(&net, test, 1024).map_err(|e| e.to_string())?;
+            let (acc, l) = crate::sim::eval::evaluate(&self.spec, safetensors, test)
+                .map_err(|e| format!("evaluating the global model: {e}"))?;
             per_hospital.push(acc);
             correct += acc * test.len() as f64;
+            loss += l * test.len() as f64;
             records += test.len();
         }
+        let n = records.max(1) as f64;
         Ok(Accuracy {
-            pooled: if records > 0 {
-                correct / records as f64
-            } else {
-                f64::NAN
-            },
+            pooled: correct / n,
+            loss: loss / n,
             per_hospital,
             records,
         })

@@ -14,13 +14,14 @@ use serde_json::json;
 
 use super::admin::AdminApi;
 use super::eval::Evaluator;
+use super::output::{self, RoundRecord, Summary};
 use super::process::{Line, Lines, Supervised, line_channel, stop_all};
-use super::report::{self, RoundRecord, Summary};
 use super::shards::write_shards;
 use super::{
     DemoConfig, DemoError, FEDERATION, eligible, failed, hospital_name, plan_dp, prepare_out,
     state_name, wait_until,
 };
+use crate::report::ReportWriter;
 
 /// The children and what they said so far.
 pub(super) struct Fleet {
@@ -182,6 +183,7 @@ pub(super) async fn drive(config: &DemoConfig) -> Result<(Summary, Fleet), DemoE
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let _net = model::build(&vs.root(), &spec).map_err(|e| failed(e.to_string()))?;
     let initial = weights::to_safetensors(&vs).map_err(|e| failed(e.to_string()))?;
+    let parameters: usize = vs.trainable_variables().iter().map(|t| t.numel()).sum();
     let t = &config.training;
     let federation_config = json!({
         "dp_sgd": {
@@ -284,7 +286,8 @@ pub(super) async fn drive(config: &DemoConfig) -> Result<(Summary, Fleet), DemoE
     );
 
     // Rounds.
-    println!("{}", report::round_header(&names));
+    let mut writer = ReportWriter::create(out).map_err(|e| failed(e.to_string()))?;
+    println!("{}", output::round_header(&names));
     let mut records: Vec<RoundRecord> = Vec::new();
     for r in 1..=config.rounds {
         let round_started = Instant::now();
@@ -304,13 +307,9 @@ pub(super) async fn drive(config: &DemoConfig) -> Result<(Summary, Fleet), DemoE
         }
         fleet.drain();
         let budgets = api.budgets(FEDERATION).await.map_err(failed)?;
-        let accuracy = match view.state {
-            RoundState::Completed => {
-                let model = api.latest_model(FEDERATION).await.map_err(failed)?;
-                Some(evaluator.evaluate(&model).map_err(failed)?)
-            }
-            _ => None,
-        };
+        // After an aborted round this is the unchanged model: the curve stays flat there.
+        let model = api.latest_model(FEDERATION).await.map_err(failed)?;
+        let accuracy = Some(evaluator.evaluate(&model).map_err(failed)?);
         let record = RoundRecord::new(
             r,
             &view,
@@ -319,7 +318,7 @@ pub(super) async fn drive(config: &DemoConfig) -> Result<(Summary, Fleet), DemoE
             &names,
             round_started.elapsed(),
         );
-        println!("{}", report::round_line(&record, config.rounds));
+        println!("{}", output::round_line(&record, config.rounds));
         if view.state != RoundState::Completed {
             println!(
                 "  round {id} {}: {}",
@@ -327,6 +326,9 @@ pub(super) async fn drive(config: &DemoConfig) -> Result<(Summary, Fleet), DemoE
                 view.abort_reason.as_deref().unwrap_or("no reason given")
             );
         }
+        writer
+            .record(record.to_report())
+            .map_err(|e| failed(e.to_string()))?;
         records.push(record);
         if r < config.rounds && eligible(&budgets) < 3 {
             println!(
@@ -347,11 +349,14 @@ pub(super) async fn drive(config: &DemoConfig) -> Result<(Summary, Fleet), DemoE
         dp,
         config,
     );
-    println!("\n{}", report::final_table(&summary));
-    report::write_files(&summary, out).map_err(failed)?;
+    println!("\n{}", output::final_table(&summary));
+    writer
+        .finish(&summary.to_report(started.elapsed().as_secs_f64(), parameters))
+        .map_err(|e| failed(e.to_string()))?;
+    output::write_demo_json(&summary, out).map_err(failed)?;
     println!(
         "metrics and plots: {}",
-        report::written_files(out)
+        output::written_files(out)
             .iter()
             .map(|p| p.display().to_string())
             .collect::<Vec<_>>()

@@ -19,8 +19,8 @@ driver returns, fails, panics or is interrupted. Everything is written under one
 pub mod admin;
 pub mod eval;
 mod fleet;
+mod output;
 pub mod process;
-mod report;
 pub mod shards;
 
 use std::path::{Path, PathBuf};
@@ -31,7 +31,7 @@ use cohort_privacy::EpsDelta;
 use cohort_privacy::accounting::{AccountantKind, noise_multiplier_for};
 use cohort_protocol::messages::{BudgetsView, RoundState};
 
-pub use report::{HospitalRow, RoundRecord, Summary};
+pub use output::{HospitalRow, RoundRecord, Summary};
 
 /// The federation's name on the demo server.
 pub const FEDERATION: &str = "breast-cancer";
@@ -179,7 +179,9 @@ pub fn plan_dp(config: &DemoConfig, smallest_train: i64) -> Result<DpPlan, DemoE
     let t = &config.training;
     // q = 1/k: the client trains E·⌈1/q⌉ steps per round while both ledgers charge ⌈E/q⌉;
     // with 1/q whole the two agree for every E.
-    let batches = (smallest_train.max(1) as f64 / t.batch_size).round().max(1.0);
+    let batches = (smallest_train.max(1) as f64 / t.batch_size)
+        .round()
+        .max(1.0);
     let sample_rate = 1.0 / batches;
     let steps_per_round = (f64::from(t.local_epochs) / sample_rate).ceil().max(1.0) as u64;
     let noise_multiplier = match t.noise_multiplier {

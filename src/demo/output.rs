@@ -1,4 +1,7 @@
-//! What the demo prints and writes: one line per round, the final table, and the run as JSON.
+//! What the demo prints and writes: one line per round, the final table, `demo.json` (the run
+//! with each hospital's ε), and through [`crate::report`] — the simulator's writer, so the two
+//! leave the same files — `metrics.csv`/`.json`, `summary.json`, the SVG plots and TensorBoard
+//! events.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -11,6 +14,7 @@ use serde::Serialize;
 use super::eval::Accuracy;
 use super::{DemoConfig, DpPlan, state_name};
 use crate::budgets_cmd::{fmt_delta, fmt_eps};
+use crate::report;
 
 /// One round as the driver saw it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -25,8 +29,14 @@ pub struct RoundRecord {
     pub abort_reason: Option<String>,
     /// Hospitals sampled into it.
     pub participants: usize,
-    /// Pooled test accuracy of the global model after it (completed rounds only).
+    /// Pooled test accuracy of the global model after it.
     pub accuracy: Option<f64>,
+    /// Mean test cross-entropy of the global model after it.
+    pub loss: Option<f64>,
+    /// Updates that made it into the aggregate.
+    pub contributed: u32,
+    /// The server's round metrics (stage seconds, bytes).
+    pub server_metrics: BTreeMap<String, f64>,
     /// Test accuracy on each hospital's held-out records, in hospital order.
     pub accuracy_per_hospital: Vec<f64>,
     /// Record-level ε each hospital has spent after it, from the server's budgets API, in
@@ -66,9 +76,45 @@ impl RoundRecord {
             abort_reason: view.abort_reason.clone(),
             participants: view.participants.len(),
             accuracy: accuracy.as_ref().map(|a| a.pooled),
+            loss: accuracy.as_ref().map(|a| a.loss),
+            contributed: view.accepted,
+            server_metrics: view.metrics.clone(),
             accuracy_per_hospital: accuracy.map(|a| a.per_hospital).unwrap_or_default(),
             epsilon: epsilons(budgets, names),
             seconds: took.as_secs_f64(),
+        }
+    }
+
+    /// The same round as the simulator's report records it.
+    pub fn to_report(&self) -> report::RoundRecord {
+        let finite: Vec<f64> = self
+            .epsilon
+            .iter()
+            .copied()
+            .filter(|e| e.is_finite())
+            .collect();
+        let max = finite.iter().copied().fold(0.0, f64::max);
+        let mean = finite.iter().sum::<f64>() / finite.len().max(1) as f64;
+        let mut stage_s: BTreeMap<String, f64> = self
+            .server_metrics
+            .iter()
+            .filter_map(|(k, v)| k.strip_suffix("_s").map(|k| (k.to_owned(), *v)))
+            .collect();
+        stage_s.insert("round_wall".into(), self.seconds);
+        report::RoundRecord {
+            round: self.server_round,
+            status: match &self.abort_reason {
+                Some(why) if self.state != "completed" => format!("{}: {why}", self.state),
+                _ => self.state.clone(),
+            },
+            accuracy: self.accuracy.unwrap_or(f64::NAN),
+            loss: self.loss.unwrap_or(f64::NAN),
+            epsilon_record_max: max,
+            epsilon_record_mean: mean,
+            epsilon_client_level: None,
+            participants: u32::try_from(self.participants).unwrap_or(u32::MAX),
+            contributed: self.contributed,
+            stage_s,
         }
     }
 }
@@ -288,14 +334,77 @@ pub fn final_table(s: &Summary) -> String {
     out
 }
 
-/// The files [`write_files`] writes.
-pub fn written_files(out: &Path) -> Vec<PathBuf> {
-    vec![out.join("summary.json")]
+impl Summary {
+    /// The run as the simulator's report summarises one.
+    pub fn to_report(&self, wall_s: f64, parameters: usize) -> report::Summary {
+        let completed = self
+            .rounds
+            .iter()
+            .filter(|r| r.state == "completed")
+            .count();
+        let best = self
+            .rounds
+            .iter()
+            .filter_map(|r| r.accuracy)
+            .fold(f64::NAN, f64::max);
+        let spent: Vec<f64> = self.hospitals.iter().map(|h| h.epsilon_spent).collect();
+        let mut settings = BTreeMap::new();
+        for (k, v) in [
+            ("transport", "https, one OS process per party".to_owned()),
+            ("noise_multiplier", self.noise_multiplier.to_string()),
+            ("sample_rate", self.sample_rate.to_string()),
+            ("clip_norm", self.clip_norm.to_string()),
+            ("local_epochs", self.local_epochs.to_string()),
+            ("learning_rate", self.learning_rate.to_string()),
+            ("update_clip", self.update_clip.to_string()),
+            ("secure_aggregation", "true".to_owned()),
+        ] {
+            settings.insert(k.to_owned(), v);
+        }
+        report::Summary {
+            name: "demo".into(),
+            seed: self.seed,
+            clients: self.hospitals.len(),
+            rounds: self.rounds.len(),
+            rounds_completed: completed,
+            parameters,
+            final_accuracy: self.final_accuracy.unwrap_or(f64::NAN),
+            best_accuracy: best,
+            epsilon_record_max: spent.iter().copied().fold(0.0, f64::max),
+            epsilon_record_mean: spent.iter().sum::<f64>() / spent.len().max(1) as f64,
+            delta: self.delta,
+            epsilon_client_level: None,
+            epsilon_by_client: self
+                .hospitals
+                .iter()
+                .map(|h| (h.name.clone(), h.epsilon_spent))
+                .collect(),
+            wall_s,
+            peak_rss_mb: None,
+            settings,
+        }
+    }
 }
 
-/// Writes the run as JSON.
-pub fn write_files(s: &Summary, out: &Path) -> Result<(), String> {
-    let path = out.join("summary.json");
+/// The files the demo leaves in its work dir besides the hospitals' and server's own.
+pub fn written_files(out: &Path) -> Vec<PathBuf> {
+    [
+        "demo.json",
+        "summary.json",
+        "metrics.csv",
+        "metrics.json",
+        "accuracy_vs_round.svg",
+        "accuracy_vs_epsilon.svg",
+        "tensorboard",
+    ]
+    .iter()
+    .map(|f| out.join(f))
+    .collect()
+}
+
+/// Writes `demo.json`: the run with every hospital's ε per round and the final table.
+pub fn write_demo_json(s: &Summary, out: &Path) -> Result<(), String> {
+    let path = out.join("demo.json");
     let text = serde_json::to_string_pretty(s).map_err(|e| e.to_string())?;
     std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
