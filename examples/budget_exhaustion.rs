@@ -2,8 +2,8 @@
 //!
 //! Four hospitals share the breast-cancer table, each a `cohort join` process talking to a real
 //! `cohort serve` over HTTPS (the demo's machinery). Three may spend ε = 2 over 8 rounds;
-//! hospital-4's privacy officer allowed only ε = 0.8. After the round that brings hospital-4
-//! as close to 0.8 as a whole round allows, the server's ledger marks it `exhausted`, stops
+//! hospital-4's privacy officer allowed only ε = 1.1. After the round that brings hospital-4
+//! as close to 1.1 as whole rounds allow, the server's ledger marks it `exhausted`, stops
 //! sampling it, and its `cohort join` prints why it is not scheduled. The remaining three keep
 //! training (secure aggregation needs three).
 //!
@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use cohort::demo::{self, DemoConfig};
 
 /// The hospital with the small budget (index from 0) and its budget.
-const SMALL: (usize, f64) = (3, 0.8);
+const SMALL: (usize, f64) = (3, 1.1);
 
 fn main() -> ExitCode {
     if let Some(code) = demo::child_role() {
@@ -53,7 +53,7 @@ fn main() -> ExitCode {
         .map(|r| r.participants.to_string())
         .collect();
     println!(
-        "\n{}: {} rounds, ε {:.3} of {} — {} by the server's ledger; participants per round: {}",
+        "\n{}: rounds charged {}, ε {:.3} of {} — {} by the server's ledger; hospitals per round: {}",
         small.name,
         small.rounds,
         small.epsilon_spent,

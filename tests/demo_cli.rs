@@ -85,17 +85,16 @@ fn a_two_round_demo_trains_reports_and_cleans_up() {
     );
 
     // The run as JSON: both rounds completed, ε from the server equals each hospital's own.
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
-    let recorded = summary["rounds"].as_array().unwrap();
+    let read = |name: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(out.join(name)).unwrap()).unwrap()
+    };
+    let run = read("demo.json");
+    let recorded = run["rounds"].as_array().unwrap();
     assert_eq!(recorded.len(), 2);
-    assert!(
-        recorded.iter().all(|r| r["state"] == "completed"),
-        "{summary}"
-    );
-    let final_accuracy = summary["final_accuracy"].as_f64().unwrap();
+    assert!(recorded.iter().all(|r| r["state"] == "completed"), "{run}");
+    let final_accuracy = run["final_accuracy"].as_f64().unwrap();
     assert!((final_accuracy * 100.0 - percent(rounds[1][1])).abs() < 0.051);
-    for h in summary["hospitals"].as_array().unwrap() {
+    for h in run["hospitals"].as_array().unwrap() {
         let server = h["epsilon_spent"].as_f64().unwrap();
         let local = h["local_epsilon"].as_f64().unwrap();
         assert!(
@@ -108,6 +107,32 @@ fn a_two_round_demo_trains_reports_and_cleans_up() {
         );
         assert_eq!(h["rounds"], 2);
     }
+
+    // The simulator's report files: the same numbers, plots, TensorBoard events.
+    let summary = read("summary.json");
+    assert_eq!(summary["rounds_completed"], 2, "{summary}");
+    assert_eq!(summary["final_accuracy"].as_f64(), Some(final_accuracy));
+    let metrics = read("metrics.json");
+    assert_eq!(metrics.as_array().unwrap().len(), 2);
+    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    for plot in ["accuracy_vs_round.svg", "accuracy_vs_epsilon.svg"] {
+        let svg = std::fs::read_to_string(out.join(plot)).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+            "{plot}"
+        );
+        // One marker per round (the series is drawn in blue, the axes in black).
+        let markers = svg.matches("<circle").count();
+        assert_eq!(markers, 2, "{plot}: {markers} data points");
+        assert!(svg.contains(r##"stroke="#0000FF""##), "{plot} has no curve");
+    }
+    let events: Vec<_> = std::fs::read_dir(out.join("tensorboard"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(events.len(), 1);
+    assert!(events[0].metadata().unwrap().len() > 100);
     assert_eq!(processes_using(&out), Vec::<String>::new());
     assert!(took < Duration::from_secs(120), "took {took:?}");
     let _ = std::fs::remove_dir_all(&out);

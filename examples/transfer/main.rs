@@ -61,7 +61,9 @@ fn python() -> Result<PathBuf, String> {
 
 fn make_model(out: &Path) -> Result<(), String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/transfer/make_model.py");
+    // torch warns that numpy is missing; the script needs no numpy.
     let status = Command::new(python()?)
+        .args(["-W", "ignore::UserWarning"])
         .arg(&script)
         .arg(out)
         .arg(SEED.to_string())
