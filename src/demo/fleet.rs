@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cohort_client::data::DataSpec;
-use cohort_client::model;
+use cohort_client::model::{self, ModelSpec};
 use cohort_client::weights;
 use cohort_protocol::messages::RoundState;
 use cohort_server::auth::Role;
@@ -16,12 +16,13 @@ use super::admin::AdminApi;
 use super::eval::Evaluator;
 use super::output::{self, RoundRecord, Summary};
 use super::process::{Line, Lines, Supervised, line_channel, stop_all};
-use super::shards::write_shards;
+use super::shards::{Shard, write_shards};
 use super::{
-    DemoConfig, DemoError, FEDERATION, eligible, failed, hospital_name, plan_dp, prepare_out,
-    state_name, wait_until,
+    DemoConfig, DemoError, DpPlan, FEDERATION, eligible, failed, hospital_name, plan_dp,
+    prepare_out, state_name, wait_until,
 };
 use crate::report::ReportWriter;
+use std::sync::mpsc::Sender;
 
 /// The children and what they said so far.
 pub(super) struct Fleet {
@@ -48,8 +49,9 @@ impl Fleet {
             {
                 self.local_epsilon.insert(from.clone(), eps);
             }
+            // Ctrl-C is how the driver itself stops them: not news.
             let notable = text.starts_with("not scheduled")
-                || text.starts_with("stopping")
+                || (text.starts_with("stopping") && !text.starts_with("stopping (Ctrl-C)"))
                 || text.contains(": refused")
                 || text.contains(": dropped");
             if notable && from != "server" {
@@ -179,164 +181,24 @@ pub(super) async fn drive(config: &DemoConfig) -> Result<(Summary, Fleet), DemoE
 
     // The federation, over the admin API.
     let api = AdminApi::new(&url, &ca_pem, &admin_token).map_err(failed)?;
-    tch::manual_seed(config.seed as i64);
-    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-    let _net = model::build(&vs.root(), &spec).map_err(|e| failed(e.to_string()))?;
-    let initial = weights::to_safetensors(&vs).map_err(|e| failed(e.to_string()))?;
-    let parameters: usize = vs.trainable_variables().iter().map(|t| t.numel()).sum();
-    let t = &config.training;
-    let federation_config = json!({
-        "dp_sgd": {
-            "noise_multiplier": dp.noise_multiplier,
-            "clip_norm": t.clip_norm,
-            "local_epochs": t.local_epochs,
-            "batch_sample_rate": dp.sample_rate,
-        },
-        "client_budget": { "epsilon": config.epsilon, "delta": config.delta },
-        "client_sampling_rate": 1.0,
-        "min_clients": 3,
-        "update_clip": t.update_clip,
-        "secure_aggregation": true,
-        "deadlines": { "training_s": 120, "key_exchange_s": 30, "upload_s": 30, "unmask_s": 30 },
-        "strategy": { "name": "fed_avg", "weighting": "uniform" },
-    });
-    let model_json = serde_json::to_value(&spec).map_err(|e| failed(e.to_string()))?;
-    api.create_federation(FEDERATION, model_json, federation_config, initial)
-        .await
-        .map_err(failed)?;
-    println!(
-        "federation {FEDERATION}: {} hospitals, {} rounds of DP-SGD (σ {:.3}, C {}, q {:.3}, {} local epoch(s), lr {}) with SecAgg+, update clip {}; budget ε {} δ {:e} per hospital",
-        config.hospitals,
-        config.rounds,
-        dp.noise_multiplier,
-        t.clip_norm,
-        dp.sample_rate,
-        t.local_epochs,
-        t.learning_rate,
-        t.update_clip,
-        config.epsilon,
-        config.delta
-    );
+    let parameters = create_federation(&api, config, &spec, dp).await?;
 
-    // The hospitals: each enrols with a one-time token and trains on its own file.
-    for (i, shard) in shards.iter().enumerate() {
-        let name = hospital_name(i);
-        let budget = config
-            .budget_overrides
-            .iter()
-            .rev()
-            .find(|(h, _)| *h == i)
-            .map_or(config.epsilon, |(_, e)| *e);
-        let token = api
-            .invite(FEDERATION, &name, Some((budget, config.delta)))
-            .await
-            .map_err(failed)?;
-        let dir = out.join("hospitals").join(&name);
-        std::fs::create_dir_all(&dir).map_err(|e| failed(e.to_string()))?;
-        std::fs::write(dir.join("ca.pem"), &ca_pem).map_err(|e| failed(e.to_string()))?;
-        // The token goes in a file, not on the command line where `ps` would show it.
-        std::fs::write(dir.join("token"), &token).map_err(|e| failed(e.to_string()))?;
-        let args = vec![
-            "join".into(),
-            "--server".into(),
-            url.clone(),
-            "--identity".into(),
-            path_arg(&dir)?,
-            "--data".into(),
-            shard.spec.to_string(),
-            "--federation".into(),
-            FEDERATION.into(),
-            "--budget-epsilon".into(),
-            budget.to_string(),
-            "--budget-delta".into(),
-            config.delta.to_string(),
-            "--learning-rate".into(),
-            t.learning_rate.to_string(),
-        ];
-        let child =
-            Supervised::spawn(&name, &config.program, &args, &logs, tx.clone()).map_err(failed)?;
-        fleet.hospitals.push(child);
-    }
-    drop(tx);
     let names: Vec<String> = (0..config.hospitals).map(hospital_name).collect();
-    wait_until(Duration::from_secs(120), "every hospital to enrol", || {
-        fleet.drain();
-        fleet.check_alive()?;
-        Ok(names.iter().all(|n| fleet.joined.contains(n)))
-    })
-    .await?;
-    // A hospital is scheduled once the server has seen it poll.
-    let seen_limit = Instant::now() + Duration::from_secs(30);
-    loop {
-        let b = api.budgets(FEDERATION).await.map_err(failed)?;
-        if b.clients.iter().all(|c| c.last_seen_ms.is_some()) {
-            break;
-        }
-        fleet.drain();
-        fleet.check_alive()?;
-        if Instant::now() > seen_limit {
-            return Err(failed("timed out waiting for every hospital's first poll"));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let enrolment = Enrolment {
+        api: &api,
+        url: &url,
+        ca_pem: &ca_pem,
+        logs: &logs,
+    };
+    start_hospitals(config, &shards, &enrolment, tx, &mut fleet).await?;
+    wait_for_hospitals(&api, &mut fleet, &names).await?;
     println!(
         "{} hospitals enrolled and polling ({:.1}s since start)\n",
         config.hospitals,
         started.elapsed().as_secs_f64()
     );
-
-    // Rounds.
     let mut writer = ReportWriter::create(out).map_err(|e| failed(e.to_string()))?;
-    println!("{}", output::round_header(&names));
-    let mut records: Vec<RoundRecord> = Vec::new();
-    for r in 1..=config.rounds {
-        let round_started = Instant::now();
-        let opened = api.open_round(FEDERATION).await.map_err(failed)?;
-        let id = opened.id.get();
-        let mut view = opened;
-        while view.state == RoundState::Open {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            fleet.drain();
-            fleet.check_alive()?;
-            view = api.round(FEDERATION, id).await.map_err(failed)?;
-            if round_started.elapsed() > Duration::from_secs(300) {
-                return Err(failed(format!(
-                    "round {id} did not finish within 5 minutes"
-                )));
-            }
-        }
-        fleet.drain();
-        let budgets = api.budgets(FEDERATION).await.map_err(failed)?;
-        // After an aborted round this is the unchanged model: the curve stays flat there.
-        let model = api.latest_model(FEDERATION).await.map_err(failed)?;
-        let accuracy = Some(evaluator.evaluate(&model).map_err(failed)?);
-        let record = RoundRecord::new(
-            r,
-            &view,
-            accuracy,
-            &budgets,
-            &names,
-            round_started.elapsed(),
-        );
-        println!("{}", output::round_line(&record, config.rounds));
-        if view.state != RoundState::Completed {
-            println!(
-                "  round {id} {}: {}",
-                state_name(view.state),
-                view.abort_reason.as_deref().unwrap_or("no reason given")
-            );
-        }
-        writer
-            .record(record.to_report())
-            .map_err(|e| failed(e.to_string()))?;
-        records.push(record);
-        if r < config.rounds && eligible(&budgets) < 3 {
-            println!(
-                "stopping after round {r}: fewer than 3 hospitals can afford another round (secure aggregation needs 3)"
-            );
-            break;
-        }
-    }
+    let records = run_rounds(config, &api, &evaluator, &mut fleet, &names, &mut writer).await?;
     let budgets = api.budgets(FEDERATION).await.map_err(failed)?;
     fleet.drain();
     let summary = Summary::new(
@@ -367,6 +229,201 @@ pub(super) async fn drive(config: &DemoConfig) -> Result<(Summary, Fleet), DemoE
 
     stop_all(&mut fleet.hospitals);
     Ok((summary, fleet))
+}
+
+/// Creates the federation over the admin API: the model (seeded initial weights), DP-SGD,
+/// budget, SecAgg+ and FedAvg settings. Returns the model's parameter count.
+async fn create_federation(
+    api: &AdminApi,
+    config: &DemoConfig,
+    spec: &ModelSpec,
+    dp: DpPlan,
+) -> Result<usize, DemoError> {
+    tch::manual_seed(config.seed as i64);
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let _net = model::build(&vs.root(), spec).map_err(|e| failed(e.to_string()))?;
+    let initial = weights::to_safetensors(&vs).map_err(|e| failed(e.to_string()))?;
+    let parameters: usize = vs.trainable_variables().iter().map(|t| t.numel()).sum();
+    let t = &config.training;
+    let federation_config = json!({
+        "dp_sgd": {
+            "noise_multiplier": dp.noise_multiplier,
+            "clip_norm": t.clip_norm,
+            "local_epochs": t.local_epochs,
+            "batch_sample_rate": dp.sample_rate,
+        },
+        "client_budget": { "epsilon": config.epsilon, "delta": config.delta },
+        "client_sampling_rate": 1.0,
+        "min_clients": 3,
+        "update_clip": t.update_clip,
+        "secure_aggregation": true,
+        "deadlines": { "training_s": 120, "key_exchange_s": 30, "upload_s": 30, "unmask_s": 30 },
+        "strategy": { "name": "fed_avg", "weighting": "uniform" },
+    });
+    let model_json = serde_json::to_value(spec).map_err(|e| failed(e.to_string()))?;
+    api.create_federation(FEDERATION, model_json, federation_config, initial)
+        .await
+        .map_err(failed)?;
+    println!(
+        "federation {FEDERATION}: {} hospitals, {} rounds of DP-SGD (σ {:.3}, C {}, q {:.3}, {} local epoch(s), lr {}) with SecAgg+, update clip {}; budget ε {} δ {:e} per hospital",
+        config.hospitals,
+        config.rounds,
+        dp.noise_multiplier,
+        t.clip_norm,
+        dp.sample_rate,
+        t.local_epochs,
+        t.learning_rate,
+        t.update_clip,
+        config.epsilon,
+        config.delta
+    );
+
+    Ok(parameters)
+}
+
+/// What every hospital's `cohort join` needs from the operator.
+struct Enrolment<'a> {
+    api: &'a AdminApi,
+    url: &'a str,
+    ca_pem: &'a str,
+    logs: &'a Path,
+}
+
+/// Invites each hospital and starts its `cohort join` with its identity dir, one-time token,
+/// budget and data file.
+async fn start_hospitals(
+    config: &DemoConfig,
+    shards: &[Shard],
+    e: &Enrolment<'_>,
+    tx: Sender<Line>,
+    fleet: &mut Fleet,
+) -> Result<(), DemoError> {
+    for (i, shard) in shards.iter().enumerate() {
+        let name = hospital_name(i);
+        let budget = config
+            .budget_overrides
+            .iter()
+            .rev()
+            .find(|(h, _)| *h == i)
+            .map_or(config.epsilon, |(_, e)| *e);
+        let token = e
+            .api
+            .invite(FEDERATION, &name, Some((budget, config.delta)))
+            .await
+            .map_err(failed)?;
+        let dir = config.out.join("hospitals").join(&name);
+        std::fs::create_dir_all(&dir).map_err(|e| failed(e.to_string()))?;
+        std::fs::write(dir.join("ca.pem"), e.ca_pem).map_err(|e| failed(e.to_string()))?;
+        // The token goes in a file, not on the command line where `ps` would show it.
+        std::fs::write(dir.join("token"), &token).map_err(|e| failed(e.to_string()))?;
+        let args = vec![
+            "join".into(),
+            "--server".into(),
+            e.url.to_owned(),
+            "--identity".into(),
+            path_arg(&dir)?,
+            "--data".into(),
+            shard.spec.to_string(),
+            "--federation".into(),
+            FEDERATION.into(),
+            "--budget-epsilon".into(),
+            budget.to_string(),
+            "--budget-delta".into(),
+            config.delta.to_string(),
+            "--learning-rate".into(),
+            config.training.learning_rate.to_string(),
+        ];
+        let child =
+            Supervised::spawn(&name, &config.program, &args, e.logs, tx.clone()).map_err(failed)?;
+        fleet.hospitals.push(child);
+    }
+    Ok(())
+}
+
+/// Waits until every hospital has enrolled and the server has seen it poll (only then does
+/// the scheduler count it as online).
+async fn wait_for_hospitals(
+    api: &AdminApi,
+    fleet: &mut Fleet,
+    names: &[String],
+) -> Result<(), DemoError> {
+    wait_until(Duration::from_secs(120), "every hospital to enrol", || {
+        fleet.drain();
+        fleet.check_alive()?;
+        Ok(names.iter().all(|n| fleet.joined.contains(n)))
+    })
+    .await?;
+    let seen_limit = Instant::now() + Duration::from_secs(30);
+    loop {
+        let b = api.budgets(FEDERATION).await.map_err(failed)?;
+        if b.clients.iter().all(|c| c.last_seen_ms.is_some()) {
+            return Ok(());
+        }
+        fleet.drain();
+        fleet.check_alive()?;
+        if Instant::now() > seen_limit {
+            return Err(failed("timed out waiting for every hospital's first poll"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Opens each round, waits for it, evaluates the new global model and reads the budgets;
+/// prints and records a line per round. Stops early when secure aggregation could no longer
+/// find three hospitals with budget left.
+async fn run_rounds(
+    config: &DemoConfig,
+    api: &AdminApi,
+    evaluator: &Evaluator,
+    fleet: &mut Fleet,
+    names: &[String],
+    writer: &mut ReportWriter,
+) -> Result<Vec<RoundRecord>, DemoError> {
+    // Rounds.
+    println!("{}", output::round_header(names));
+    let mut records: Vec<RoundRecord> = Vec::new();
+    for r in 1..=config.rounds {
+        let round_started = Instant::now();
+        let opened = api.open_round(FEDERATION).await.map_err(failed)?;
+        let id = opened.id.get();
+        let mut view = opened;
+        while view.state == RoundState::Open {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            fleet.drain();
+            fleet.check_alive()?;
+            view = api.round(FEDERATION, id).await.map_err(failed)?;
+            if round_started.elapsed() > Duration::from_secs(300) {
+                return Err(failed(format!(
+                    "round {id} did not finish within 5 minutes"
+                )));
+            }
+        }
+        fleet.drain();
+        let budgets = api.budgets(FEDERATION).await.map_err(failed)?;
+        // After an aborted round this is the unchanged model: the curve stays flat there.
+        let model = api.latest_model(FEDERATION).await.map_err(failed)?;
+        let accuracy = Some(evaluator.evaluate(&model).map_err(failed)?);
+        let record = RoundRecord::new(r, &view, accuracy, &budgets, names, round_started.elapsed());
+        println!("{}", output::round_line(&record, config.rounds));
+        if view.state != RoundState::Completed {
+            println!(
+                "  round {id} {}: {}",
+                state_name(view.state),
+                view.abort_reason.as_deref().unwrap_or("no reason given")
+            );
+        }
+        writer
+            .record(record.to_report())
+            .map_err(|e| failed(e.to_string()))?;
+        records.push(record);
+        if r < config.rounds && eligible(&budgets) < 3 {
+            println!(
+                "stopping after round {r}: fewer than 3 hospitals can afford another round (secure aggregation needs 3)"
+            );
+            break;
+        }
+    }
+    Ok(records)
 }
 
 impl Fleet {
