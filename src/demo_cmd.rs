@@ -11,10 +11,10 @@ use crate::demo::{self, DemoConfig, DemoError};
 #[derive(Debug, Args)]
 #[command(allow_negative_numbers = true)]
 pub struct DemoArgs {
-    /// Rounds of federated training.
+    /// Rounds of federated training [default: 20].
     #[arg(long, value_name = "N")]
     rounds: Option<String>,
-    /// Hospitals, each a `cohort join` process with its own share of the data.
+    /// Hospitals, each a `cohort join` process with its own share of the data [default: 5].
     #[arg(long, value_name = "N")]
     hospitals: Option<String>,
     /// The work dir: PKI, server data, hospitals' identities and ledgers, logs, metrics, plots.
@@ -24,34 +24,36 @@ pub struct DemoArgs {
     /// Keep the server (and its dashboard) running after training until Ctrl-C.
     #[arg(long)]
     keep_serving: bool,
-    /// Each hospital's record-level ε budget; σ is calibrated to spend it over --rounds.
+    /// Each hospital's record-level ε budget; σ is calibrated to spend it over --rounds
+    /// [default: 2].
     #[arg(long, value_name = "E")]
     epsilon: Option<String>,
-    /// δ of every budget.
+    /// δ of every budget [default: 1e-5].
     #[arg(long, value_name = "D")]
     delta: Option<String>,
     /// Noise multiplier σ instead of calibrating it to --epsilon.
     #[arg(long, value_name = "SIGMA")]
     noise_multiplier: Option<String>,
-    /// Per-example gradient clip C.
+    /// Per-example gradient clip C [default: 1].
     #[arg(long, value_name = "C")]
     clip: Option<String>,
-    /// Local epochs per round.
+    /// Local epochs per round [default: 2].
     #[arg(long, value_name = "N")]
     epochs: Option<String>,
-    /// Expected Poisson batch size at each hospital.
+    /// Expected Poisson batch size at each hospital; q = 1/round(records / B) [default: 32].
     #[arg(long, value_name = "B")]
     batch: Option<String>,
-    /// Local SGD learning rate.
+    /// Local SGD learning rate [default: 0.3].
     #[arg(long, value_name = "LR")]
     lr: Option<String>,
-    /// L2 clip of each hospital's update.
+    /// L2 clip of each hospital's update [default: 2].
     #[arg(long, value_name = "U")]
     update_clip: Option<String>,
-    /// Hidden layer widths, comma-separated ("" for logistic regression).
+    /// Hidden layer widths, comma-separated; none (logistic regression) by default.
     #[arg(long, value_name = "W,W")]
     hidden: Option<String>,
-    /// Seeds the deal of rows to hospitals, the splits and the initial model.
+    /// Seeds the deal of rows to hospitals, the splits and the initial model [default: 1].
+    /// DP noise and SecAgg masks always come from the OS's random generator.
     #[arg(long, value_name = "N")]
     seed: Option<String>,
 }
@@ -158,6 +160,88 @@ pub fn run(args: &DemoArgs) -> ExitCode {
         Err(e) => {
             eprintln!("cohort demo: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Debug, Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: DemoArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<DemoConfig, String> {
+        let w = Wrapper::try_parse_from(std::iter::once("demo").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        validate(&w.args)
+    }
+
+    #[test]
+    fn no_flags_give_the_documented_defaults() {
+        let c = parse(&[]).unwrap();
+        let d = DemoConfig::breast_cancer(PathBuf::new(), PathBuf::new());
+        assert_eq!(c.out, PathBuf::from("target/demo"));
+        assert_eq!(
+            (c.rounds, c.hospitals, c.seed),
+            (d.rounds, d.hospitals, d.seed)
+        );
+        assert_eq!((c.epsilon, c.delta), (d.epsilon, d.delta));
+        assert_eq!(c.training, d.training);
+        // The help text states each default; it must be the one the demo uses.
+        let help = Wrapper::command().render_long_help().to_string();
+        let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        let t = &d.training;
+        for value in [
+            d.rounds.to_string(),
+            d.hospitals.to_string(),
+            d.epsilon.to_string(),
+            format!("{:e}", d.delta),
+            t.clip_norm.to_string(),
+            t.local_epochs.to_string(),
+            t.batch_size.to_string(),
+            t.learning_rate.to_string(),
+            t.update_clip.to_string(),
+            d.seed.to_string(),
+        ] {
+            assert!(
+                help.contains(&format!("[default: {value}]")),
+                "{value} in {help}"
+            );
+        }
+    }
+
+    #[test]
+    fn flags_override_and_bad_values_name_the_flag() {
+        let c = parse(&[
+            "--rounds",
+            "3",
+            "--lr",
+            "0.1",
+            "--hidden",
+            "8, 4",
+            "--keep-serving",
+        ])
+        .unwrap();
+        assert_eq!(c.rounds, 3);
+        assert_eq!(c.training.learning_rate, 0.1);
+        assert_eq!(c.training.hidden, vec![8, 4]);
+        assert!(c.keep_serving);
+        for (args, flag) in [
+            (&["--rounds", "0"][..], "--rounds"),
+            (&["--hospitals", "2"][..], "--hospitals"),
+            (&["--delta", "1"][..], "--delta"),
+            (&["--batch", "nan"][..], "--batch"),
+            (&["--noise-multiplier", "-1"][..], "--noise-multiplier"),
+            (&["--hidden", "8,x"][..], "--hidden"),
+        ] {
+            let e = parse(args).unwrap_err();
+            assert!(e.starts_with(flag) && !e.contains('\n'), "{args:?}: {e}");
         }
     }
 }
