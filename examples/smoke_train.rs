@@ -1,5 +1,5 @@
-//! The libtorch smoke job that `make demo` runs until the federation demo lands: trains a small
-//! MLP on generated data through tch and prints the loss as it falls.
+//! A libtorch smoke job: trains a small MLP on generated data through tch and prints the loss
+//! as it falls. The quickest check that this machine's libtorch works end to end.
 //!
 //! Run with `cargo run --example smoke_train`.
 
@@ -9,8 +9,7 @@ use cohort_client::runtime::RuntimeInfo;
 use cohort_client::smoke::{SmokeConfig, train_synthetic};
 
 fn main() -> ExitCode {
-    println!("Cohort demo (interim): the federation demo is not built yet, so this runs the");
-    println!("real libtorch training smoke job — a 2-layer MLP on generated, separable data.");
+    println!("libtorch training smoke job: a 2-layer MLP on generated, separable data.");
     let info = RuntimeInfo::probe();
     println!(
         "libtorch {} with {} threads, CUDA {}",

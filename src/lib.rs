@@ -11,7 +11,11 @@ This crate is glue. It parses arguments into validated settings and calls the li
 pub mod bench;
 pub mod budgets_cmd;
 pub mod cli;
+pub mod demo;
+pub mod demo_cmd;
 pub mod doctor;
 pub mod join_cmd;
 pub mod privacy_cmd;
+pub mod report;
+pub mod sim;
 pub mod train_cmd;

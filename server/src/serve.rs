@@ -125,6 +125,12 @@ impl Server {
         })
     }
 
+    /// The service behind the router: a simulator that drives rounds over real HTTPS uses
+    /// it to seed client sampling ([`Service::danger_seed_sampling`]).
+    pub fn service(&self) -> Arc<Service> {
+        self.state.service.clone()
+    }
+
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr

@@ -150,6 +150,8 @@ pub struct Participant<T, L> {
     ledger: LocalLedger,
     federation: String,
     retry: RetryPolicy,
+    /// A known seed for the update's encoding randomness (simulations only).
+    encoding_seed: Option<[u8; 32]>,
 }
 
 impl<T: Transport, L: LocalTrainer> Participant<T, L> {
@@ -161,7 +163,16 @@ impl<T: Transport, L: LocalTrainer> Participant<T, L> {
             ledger,
             federation: federation.to_owned(),
             retry: RetryPolicy::default(),
+            encoding_seed: None,
         }
+    }
+
+    /// Takes the secure update's stochastic rounding and Skellam noise from `seed` instead of
+    /// the OS, so that a simulation replays bit for bit. Anyone who knows the seed can remove
+    /// this client's noise: never use it outside a simulator (grep for `danger`).
+    pub fn danger_seed_encoding(mut self, seed: [u8; 32]) -> Self {
+        self.encoding_seed = Some(seed);
+        self
     }
 
     /// Replaces the retry policy.
@@ -284,7 +295,12 @@ impl<T: Transport, L: LocalTrainer> Participant<T, L> {
         match &task.secure_aggregation {
             Some(secagg) => {
                 let started = Instant::now();
-                let input = secure::encode_update(&trained.delta, secagg)?;
+                let input = match self.encoding_seed {
+                    Some(seed) => {
+                        secure::danger::encode_update_seeded(&trained.delta, secagg, seed)?
+                    }
+                    None => secure::encode_update(&trained.delta, secagg)?,
+                };
                 let encode = started.elapsed();
                 drop(trained);
                 let s =

@@ -79,6 +79,30 @@ pub async fn with_retries<'a, T>(
 /// Clips `delta` to the round's update clip, quantises it stochastically into `Z_{2^bits}`
 /// and adds this client's share of Skellam noise (all randomness from the OS's CSPRNG).
 pub fn encode_update(delta: &[f32], task: &SecAggTask) -> Result<Vec<u32>, ParticipantError> {
+    encode_update_from(delta, task, None)
+}
+
+/// [`encode_update`] with its randomness (stochastic rounding and Skellam noise) derived from
+/// a known 32-byte seed, for reproducible simulations only: anyone who knows the seed can
+/// subtract the noise. See [`super::Participant::danger_seed_encoding`].
+pub mod danger {
+    use super::{ParticipantError, SecAggTask};
+
+    /// Encodes as [`super::encode_update`] does, with every random draw taken from `seed`.
+    pub fn encode_update_seeded(
+        delta: &[f32],
+        task: &SecAggTask,
+        seed: [u8; 32],
+    ) -> Result<Vec<u32>, ParticipantError> {
+        super::encode_update_from(delta, task, Some(seed))
+    }
+}
+
+fn encode_update_from(
+    delta: &[f32],
+    task: &SecAggTask,
+    seed: Option<[u8; 32]>,
+) -> Result<Vec<u32>, ParticipantError> {
     let q = task
         .quantizer
         .quantizer()
@@ -97,14 +121,24 @@ pub fn encode_update(delta: &[f32], task: &SecAggTask) -> Result<Vec<u32>, Parti
             task.dimension
         )));
     }
-    let mut rng = ChaCha20Rng::try_from_rng(&mut SysRng)
-        .map_err(|_| ParticipantError::Randomness("the OS random generator failed".into()))?;
+    let mut rng = match seed {
+        Some(seed) => ChaCha20Rng::from_seed(seed),
+        None => ChaCha20Rng::try_from_rng(&mut SysRng)
+            .map_err(|_| ParticipantError::Randomness("the OS random generator failed".into()))?,
+    };
     let mut x: Vec<u32> = q
         .encode(delta, &mut rng)
         .map_err(|e| ParticipantError::BadUpdate(e.to_string()))?;
     if task.skellam_mu > 0.0 {
-        let mut sampler = SkellamSampler::from_os_entropy(task.skellam_mu)
-            .map_err(|e| ParticipantError::Randomness(e.to_string()))?;
+        let sampler = match seed {
+            // A second, independent stream: the rounding stream's key with one byte flipped.
+            Some(mut seed) => {
+                seed[31] ^= 0x5a;
+                cohort_privacy::noise::skellam::danger::seeded(task.skellam_mu, seed)
+            }
+            None => SkellamSampler::from_os_entropy(task.skellam_mu),
+        };
+        let mut sampler = sampler.map_err(|e| ParticipantError::Randomness(e.to_string()))?;
         let mask = if task.bits == 32 {
             u32::MAX
         } else {

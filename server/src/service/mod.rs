@@ -82,6 +82,9 @@ pub struct Service {
     /// The most recently served model of each federation, shared by every download so that
     /// N concurrent clients cost one copy of the weights, not N.
     model_cache: Mutex<HashMap<FederationId, (ModelVersion, Bytes)>>,
+    /// A seeded generator for client sampling, set only by a simulator that must replay a
+    /// run; `None` (always, in a deployment) samples from the OS.
+    sampling_rng: Mutex<Option<rand_chacha::ChaCha20Rng>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -149,6 +152,30 @@ impl Service {
             wake: Notify::new(),
             last_closed: Mutex::new(HashMap::new()),
             model_cache: Mutex::new(HashMap::new()),
+            sampling_rng: Mutex::new(None),
+        }
+    }
+
+    /// Samples every later round's clients from a generator seeded with `seed` instead of the
+    /// OS, so that a simulation replays bit for bit. Whoever knows the seed can predict the
+    /// draws, which voids the amplification-by-sampling argument of client-level DP: only the
+    /// simulator calls this (grep for `danger`).
+    pub fn danger_seed_sampling(&self, seed: u64) {
+        use rand::SeedableRng;
+        *lock(&self.sampling_rng) = Some(rand_chacha::ChaCha20Rng::seed_from_u64(seed));
+    }
+
+    /// The sampler for the next round: from the OS, or the next child of the seeded
+    /// generator (see [`Service::danger_seed_sampling`]).
+    fn round_sampler(
+        &self,
+    ) -> Result<crate::sampling::ClientSampler<rand_chacha::ChaCha20Rng>, ApiError> {
+        use rand::SeedableRng;
+        match lock(&self.sampling_rng).as_mut() {
+            Some(parent) => Ok(crate::sampling::ClientSampler::with_rng(
+                rand_chacha::ChaCha20Rng::from_rng(parent),
+            )),
+            None => crate::sampling::ClientSampler::from_os().map_err(ApiError::internal),
         }
     }
 

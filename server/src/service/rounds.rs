@@ -23,7 +23,6 @@ use crate::domain::{
 };
 use crate::http::error::ApiError;
 use crate::ledger::DefaultAccountant;
-use crate::sampling::ClientSampler;
 use crate::scheduler::{self, RoundStart, ScheduleError, SchedulingPolicy};
 use crate::storage::{LedgerSubject, NewModel, RoundCompletion};
 use crate::strategy::{self, FitFailure, FitResults, InputKind};
@@ -166,8 +165,8 @@ impl Service {
         let f = fed.clone();
         let started = Instant::now();
         let store = self.store.clone();
+        let mut sampler = self.round_sampler()?;
         let outcome = tokio::task::spawn_blocking(move || {
-            let mut sampler = ClientSampler::from_os().map_err(ApiError::internal)?;
             let start = scheduler::open_round::<DefaultAccountant, _>(
                 store.as_ref(),
                 &mut sampler,
