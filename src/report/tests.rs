@@ -11,7 +11,7 @@ fn record(round: u64, accuracy: f64, eps: f64) -> RoundRecord {
         loss: 1.0 / round as f64,
         epsilon_record_max: eps,
         epsilon_record_mean: eps / 2.0,
-        epsilon_client_level: (round % 2 == 0).then_some(0.5 * round as f64),
+        epsilon_client_level: round.is_multiple_of(2).then_some(0.5 * round as f64),
         participants: 5,
         contributed: 4,
         stage_s: BTreeMap::from([("train_mean".to_owned(), 0.25), ("open".to_owned(), 0.01)]),
