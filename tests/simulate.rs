@@ -62,6 +62,10 @@ strategy = {{ name = "fed_avg", weighting = "uniform" }}
     )
 }
 
+/// A record's fields as bits: round, status, accuracy, loss, ε max, ε mean, participants,
+/// contributed.
+type Bits = (u64, String, u64, u64, u64, u64, u32, u32);
+
 fn run_small(seed: u64, out: &Path) -> Vec<RoundRecord> {
     let config = config::from_toml(&small_config(), &[], Some(seed), "small").unwrap();
     sim::run(
@@ -88,7 +92,7 @@ fn the_same_seed_replays_every_metric_bit_for_bit() {
         "at least one round completes: {a:?}"
     );
     // Compare the bits, not just the values (NaN != NaN, -0.0 == 0.0 would hide a drift).
-    let bits = |rs: &[RoundRecord]| -> Vec<(u64, String, u64, u64, u64, u64, u32, u32)> {
+    let bits = |rs: &[RoundRecord]| -> Vec<Bits> {
         rs.iter()
             .map(|r| {
                 (
