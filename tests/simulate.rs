@@ -67,7 +67,12 @@ strategy = {{ name = "fed_avg", weighting = "uniform" }}
 type Bits = (u64, String, u64, u64, u64, u64, u32, u32);
 
 fn run_small(seed: u64, out: &Path) -> Vec<RoundRecord> {
-    let config = config::from_toml(&small_config(), &[], Some(seed), "small").unwrap();
+    run_small_over(seed, out, "inprocess")
+}
+
+fn run_small_over(seed: u64, out: &Path, transport: &str) -> Vec<RoundRecord> {
+    let sets = [format!("transport=\"{transport}\"")];
+    let config = config::from_toml(&small_config(), &sets, Some(seed), "small").unwrap();
     sim::run(
         &config,
         &RunOptions {
@@ -82,7 +87,7 @@ fn run_small(seed: u64, out: &Path) -> Vec<RoundRecord> {
 }
 
 #[test]
-fn the_same_seed_replays_every_metric_bit_for_bit() {
+fn the_same_seed_replays_every_metric_bit_for_bit_over_either_transport() {
     let dir = scratch("replay");
     let a = run_small(42, &dir.join("a"));
     let b = run_small(42, &dir.join("b"));
@@ -110,6 +115,9 @@ fn the_same_seed_replays_every_metric_bit_for_bit() {
     };
     assert_eq!(bits(&a), bits(&b), "same seed, different metrics");
     assert_eq!(a, b);
+    // The real HTTPS server with mutual TLS runs the same code: the same metrics.
+    let https = run_small_over(42, &dir.join("https"), "https");
+    assert_eq!(bits(&a), bits(&https), "HTTPS and in-process runs differ");
     // A different seed changes the draws (partition, sampling, noise), so the test can fail.
     let c = run_small(43, &dir.join("c"));
     assert_ne!(bits(&a), bits(&c), "another seed gave identical metrics");
