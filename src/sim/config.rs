@@ -58,6 +58,7 @@ struct LowData {
     spec: String,
     clients: Option<usize>,
     partition: Option<String>,
+    name_prefix: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -176,6 +177,8 @@ pub struct SimConfig {
     pub clients: Option<usize>,
     /// How the training split is dealt out.
     pub partition: Partitioner,
+    /// Client names are `<prefix>-<index>` (the column partitioner uses `site-<value>`).
+    pub name_prefix: String,
     /// The model.
     pub model: ModelSource,
     /// Local SGD learning rate.
@@ -344,6 +347,17 @@ fn validate(
         }
         (_, Some(n)) => Some(n),
     };
+    let name_prefix = low.data.name_prefix.unwrap_or_else(|| "client".into());
+    let prefix_ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+    if name_prefix.is_empty()
+        || name_prefix.len() > 40
+        || !name_prefix.chars().all(prefix_ok)
+        || !name_prefix.starts_with(|c: char| c.is_ascii_lowercase())
+    {
+        return Err(err(format!(
+            "data.name_prefix must be 1 to 40 characters of a-z, 0-9 and '-', starting with a letter, got {name_prefix:?}"
+        )));
+    }
     let model = match (low.model.preset, low.model.spec) {
         (Some(p), None) => ModelSource::Preset(p),
         (None, Some(s)) => ModelSource::SpecFile(s),
@@ -399,6 +413,7 @@ fn validate(
         data,
         clients,
         partition,
+        name_prefix,
         model,
         learning_rate,
         threads,

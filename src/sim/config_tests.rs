@@ -67,6 +67,7 @@ fn bad_configs_are_one_line_naming_the_key_and_the_fix() {
         ),
         (&["typo=1"], "typo"),
         (&["novalue"], "KEY=VALUE"),
+        (&["data.name_prefix=\"Bad Name\""], "data.name_prefix"),
         (&["rounds.x=1"], "not a table"),
     ];
     for (sets, expected) in cases {

@@ -180,7 +180,8 @@ fn prepare(config: &SimConfig) -> Result<Prepared, SimError> {
                 .partition(&labels, None, n, pseed)
                 .map_err(|e| SimError::Config(ConfigError(format!("data.partition: {e}"))))?;
             let width = n.to_string().len().max(2);
-            let names: Vec<String> = (0..n).map(|i| format!("client-{i:0width$}")).collect();
+            let prefix = &config.name_prefix;
+            let names: Vec<String> = (0..n).map(|i| format!("{prefix}-{i:0width$}")).collect();
             (p.clients, names)
         }
     };

@@ -415,6 +415,19 @@ mod tests {
     }
 
     #[test]
+    fn seeded_encoding_repeats_exactly_and_differs_by_seed() {
+        let t = task(50.0);
+        let d = [0.3, -0.2, 0.1];
+        let a = danger::encode_update_seeded(&d, &t, [1; 32]).unwrap();
+        assert_eq!(a, danger::encode_update_seeded(&d, &t, [1; 32]).unwrap());
+        assert_ne!(a, danger::encode_update_seeded(&d, &t, [2; 32]).unwrap());
+        // The noise is still there: the same update decodes near, not at, its value.
+        let q = t.quantizer.quantizer().unwrap();
+        let back = q.decode(&a);
+        assert!((back[0] - 0.3).abs() < 1000.0 / q.scale() as f32);
+    }
+
+    #[test]
     fn backoff_grows_and_is_capped() {
         let p = RetryPolicy {
             initial: Duration::from_millis(100),
