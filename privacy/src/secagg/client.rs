@@ -317,7 +317,15 @@ impl AwaitingRoutedShares {
                 threshold: self.config.threshold,
             }));
         }
-        mask::apply_mask(&self.self_seed, MaskKind::SelfMask, Sign::Add, 0, input);
+        let prg = self.config.mask_prg;
+        mask::apply_mask(
+            &self.self_seed,
+            prg,
+            MaskKind::SelfMask,
+            Sign::Add,
+            0,
+            input,
+        );
         for peer in held.keys() {
             let seed = &self.peers[peer].mask_seed;
             let sign = if self.id < *peer {
@@ -325,7 +333,7 @@ impl AwaitingRoutedShares {
             } else {
                 Sign::Sub
             };
-            mask::apply_mask(seed, MaskKind::Pairwise, sign, 0, input);
+            mask::apply_mask(seed, prg, MaskKind::Pairwise, sign, 0, input);
         }
         let bits = self.config.bits;
         if bits < L::BITS {

@@ -142,6 +142,7 @@ pub(super) fn remove_masks<L: Lane>(
         Ok::<_, SecAggError>(all)
     })?;
 
+    let prg = plan.config.mask_prg;
     let workers = threads().min(sum.len().max(1));
     let span = sum.len().div_ceil(workers).max(1);
     thread::scope(|scope| {
@@ -152,7 +153,7 @@ pub(super) fn remove_masks<L: Lane>(
                 for (j, tile) in range.chunks_mut(TILE_LANES).enumerate() {
                     let offset = i * span + j * TILE_LANES;
                     for job in jobs {
-                        mask::apply_mask(&job.seed, job.kind, job.sign, offset, tile);
+                        mask::apply_mask(&job.seed, prg, job.kind, job.sign, offset, tile);
                     }
                 }
             });
