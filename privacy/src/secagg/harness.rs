@@ -62,7 +62,7 @@ impl Dropouts {
         }
     }
 
-    fn active(&self, client: ClientId, stage: Stage) -> bool {
+    pub(crate) fn active(&self, client: ClientId, stage: Stage) -> bool {
         !self.drops.iter().any(|&(c, s)| c == client && s <= stage)
     }
 }

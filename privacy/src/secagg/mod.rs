@@ -34,6 +34,7 @@ assert_eq!(aggregate.sum, vec![(0..8).sum::<u32>(); 4]);
 ```
 */
 
+pub mod active;
 pub mod client;
 pub mod crypto;
 mod error;

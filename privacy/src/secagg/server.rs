@@ -174,6 +174,17 @@ impl<L: Lane> ServerSession<L> {
         }
     }
 
+    /// The session id, once the key directory is frozen (`None` before, and once the round
+    /// has ended).
+    pub fn session_id(&self) -> Option<&SessionId> {
+        match self {
+            ServerSession::AwaitingShares(s) => Some(&s.round.session),
+            ServerSession::AwaitingMaskedInputs(s) => Some(&s.round.session),
+            ServerSession::AwaitingUnmask(s) => Some(&s.round.session),
+            _ => None,
+        }
+    }
+
     /// Takes one client message. A message for another stage (a late masked input, say) is
     /// refused with `UnexpectedMessage`, leaving the session as it was.
     pub fn handle(self, msg: ClientMessage<L>) -> Result<ServerSession<L>, Rejection<L>> {
