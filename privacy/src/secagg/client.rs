@@ -273,7 +273,7 @@ impl AwaitingRoutedShares {
             }
             .into());
         }
-        if let Some(index) = input.iter().position(|&x| x.reduce(self.config.bits) != x) {
+        if let Some(index) = mask::first_out_of_range(input, self.config.bits) {
             return Err(ApiMisuse::InputOutOfRange { index }.into());
         }
         if routed.to != self.id {
@@ -336,10 +336,7 @@ impl AwaitingRoutedShares {
             };
             mask::apply_mask(seed, prg, MaskKind::Pairwise, sign, 0, input);
         }
-        let bits = self.config.bits;
-        if bits < L::BITS {
-            input.iter_mut().for_each(|x| *x = x.reduce(bits));
-        }
+        mask::reduce_all(input, self.config.bits);
         Ok(Step::Next(
             AwaitingUnmask {
                 id: self.id,

@@ -50,6 +50,15 @@ pub trait Lane:
         offset: usize,
         out: &mut [Self],
     );
+    /// `acc[i] += x[i]` over the common length, compiled in this crate (see [`Keystream`]).
+    #[doc(hidden)]
+    fn add_all_here(acc: &mut [Self], x: &[Self]);
+    /// Reduces every word modulo `2^bits`, compiled in this crate.
+    #[doc(hidden)]
+    fn reduce_all_here(v: &mut [Self], bits: u32);
+    /// The index of the first word not below `2^bits`, compiled in this crate.
+    #[doc(hidden)]
+    fn first_out_of_range_here(v: &[Self], bits: u32) -> Option<usize>;
 }
 
 mod private {
@@ -121,6 +130,27 @@ macro_rules! impl_lane {
                 }
                 buf.zeroize();
             }
+            #[inline(never)]
+            fn add_all_here(acc: &mut [Self], x: &[Self]) {
+                for (a, &b) in acc.iter_mut().zip(x) {
+                    *a = a.wrapping_add(b);
+                }
+            }
+            #[inline(never)]
+            fn reduce_all_here(v: &mut [Self], bits: u32) {
+                if bits < Self::BITS {
+                    let keep: $t = (1 << bits) - 1;
+                    v.iter_mut().for_each(|x| *x &= keep);
+                }
+            }
+            #[inline(never)]
+            fn first_out_of_range_here(v: &[Self], bits: u32) -> Option<usize> {
+                if bits >= Self::BITS {
+                    return None;
+                }
+                let limit: $t = 1 << bits;
+                v.iter().position(|&x| x >= limit)
+            }
             #[inline(always)]
             fn from_u64(value: u64) -> Self {
                 value as $t
@@ -187,6 +217,21 @@ pub fn apply_mask<L: Lane>(
     out: &mut [L],
 ) {
     L::apply_mask_here(seed, prg, kind, sign, offset, out);
+}
+
+/// `acc += x` lane by lane (wrapping): the server's running sum.
+pub(crate) fn add_into<L: Lane>(acc: &mut [L], x: &[L]) {
+    L::add_all_here(acc, x);
+}
+
+/// Reduces every lane modulo `2^bits`.
+pub(crate) fn reduce_all<L: Lane>(v: &mut [L], bits: u32) {
+    L::reduce_all_here(v, bits);
+}
+
+/// The index of the first lane not below `2^bits`, if any.
+pub(crate) fn first_out_of_range<L: Lane>(v: &[L], bits: u32) -> Option<usize> {
+    L::first_out_of_range_here(v, bits)
 }
 
 /// The keystream of one mask, behind non-generic, never-inlined functions.

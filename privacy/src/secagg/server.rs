@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use super::crypto::SessionId;
 use super::graph::Graph;
-use super::mask::Lane;
+use super::mask::{self, Lane};
 use super::shamir::Share;
 use super::unmask;
 pub use super::unmask::ThresholdMet;
@@ -402,9 +402,9 @@ impl<L: Lane> AwaitingMaskedInputs<L> {
                 },
             ));
         }
-        for (acc, &x) in self.sum.iter_mut().zip(&m.vector) {
-            *acc = acc.wrapping_add(x);
-        }
+        // A concrete loop compiled here: a generic one would be compiled, unoptimised, in
+        // whichever debug-build crate instantiates the session (the server, the bench).
+        mask::add_into(&mut self.sum, &m.vector);
         self.submitted[u] = true;
         Ok(ServerSession::AwaitingMaskedInputs(self))
     }

@@ -159,9 +159,6 @@ pub(super) fn remove_masks<L: Lane>(
             });
         }
     });
-    let bits = plan.config.bits;
-    if bits < L::BITS {
-        sum.iter_mut().for_each(|x| *x = x.reduce(bits));
-    }
+    mask::reduce_all(sum, plan.config.bits);
     Ok(())
 }

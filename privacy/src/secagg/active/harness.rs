@@ -9,7 +9,7 @@ use rand::rngs::{ChaCha20Rng, SysRng};
 
 use super::super::client::Step;
 use super::super::harness::{Dropouts, Stage};
-use super::super::mask::Lane;
+use super::super::mask::{self, Lane};
 use super::client::SignedAwaitingDirectory;
 use super::{ActiveBroadcast, ActiveClientMessage, ActiveServerSession, Identities, IdentityKey};
 use crate::secagg::{AbortReason, ApiMisuse, ClientId, RoundConfig, SecAggError};
@@ -100,9 +100,8 @@ pub fn run_round<L: Lane>(
         match client.handle(mine.clone(), x)? {
             Step::Next(client, masked) => {
                 server = server.handle(ActiveClientMessage::MaskedInput(masked))?;
-                for (acc, v) in expected.iter_mut().zip(plain) {
-                    *acc = acc.wrapping_add(v).reduce(config.bits);
-                }
+                mask::add_into(&mut expected, &plain);
+                mask::reduce_all(&mut expected, config.bits);
                 stage3.push((id, client));
             }
             Step::Abort(reason) => client_aborts.push((id, reason)),
