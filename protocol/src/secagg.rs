@@ -15,7 +15,7 @@ use base64::engine::general_purpose::STANDARD;
 use cohort_privacy::quantize::{QuantizeError, Quantizer, QuantizerConfig};
 use cohort_privacy::secagg::shamir::{LIMBS, Share};
 use cohort_privacy::secagg::{
-    AdvertiseKeys, ClientId, EncryptedShare, EncryptedShares, KeyDirectory, RoundConfig,
+    AdvertiseKeys, ClientId, EncryptedShare, EncryptedShares, KeyDirectory, MaskPrg, RoundConfig,
     RoutedShares, UnmaskRequest, UnmaskResponse,
 };
 use serde::{Deserialize, Serialize};
@@ -110,6 +110,7 @@ impl SecAggTask {
             bits: self.bits,
             neighbours: self.neighbours as usize,
             threshold: self.threshold as usize,
+            mask_prg: MaskPrg::default(),
         })
     }
 }

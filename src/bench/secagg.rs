@@ -13,7 +13,7 @@ use clap::Args;
 use cohort_privacy::quantize::{Quantizer, QuantizerConfig};
 use cohort_privacy::secagg::harness::{self, Dropouts, Stage};
 use cohort_privacy::secagg::params::{self, Requirements};
-use cohort_privacy::secagg::{Lane, RoundConfig};
+use cohort_privacy::secagg::{Lane, MaskPrg, RoundConfig};
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
@@ -42,9 +42,38 @@ pub struct SecaggArgs {
     /// Quantisation precision: the clip norm maps to 2^precision steps.
     #[arg(long, default_value_t = 16)]
     precision: u32,
+    /// The generator that expands mask seeds.
+    #[arg(long, value_enum, default_value_t = PrgArg::default())]
+    prg: PrgArg,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+}
+
+/// `--prg` values, one per [`MaskPrg`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PrgArg {
+    Chacha20,
+    #[value(name = "aes256-ctr")]
+    Aes256Ctr,
+}
+
+impl Default for PrgArg {
+    fn default() -> Self {
+        match MaskPrg::default() {
+            MaskPrg::ChaCha20 => PrgArg::Chacha20,
+            _ => PrgArg::Aes256Ctr,
+        }
+    }
+}
+
+impl From<PrgArg> for MaskPrg {
+    fn from(p: PrgArg) -> Self {
+        match p {
+            PrgArg::Chacha20 => MaskPrg::ChaCha20,
+            PrgArg::Aes256Ctr => MaskPrg::Aes256Ctr,
+        }
+    }
 }
 
 /// What one run measured.
@@ -58,6 +87,7 @@ struct Report {
     complete_graph: bool,
     bits: u32,
     lane_bits: u32,
+    mask_prg: String,
     survivors: usize,
     /// Slowest client's masking stage (authenticate shares, expand and add every mask).
     client_mask_ms: f64,
@@ -126,6 +156,7 @@ pub fn run(args: &SecaggArgs) -> ExitCode {
         bits: quantizer.bits(),
         neighbours: chosen.neighbours,
         threshold: chosen.threshold,
+        mask_prg: args.prg.into(),
     };
     let result = if quantizer.bits() <= 32 {
         measure::<u32>(args, &config, &quantizer, chosen)
@@ -174,6 +205,7 @@ fn measure<L: Lane>(
         complete_graph: chosen.complete,
         bits,
         lane_bits: L::BITS,
+        mask_prg: format!("{:?}", config.mask_prg),
         survivors: outcome.result.as_ref().map_or(0, |a| a.survivors.len()),
         client_mask_ms: ms(t.client_mask_max),
         client_mask_mean_ms: ms(t.client_mask_mean),

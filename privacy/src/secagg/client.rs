@@ -66,6 +66,7 @@ struct PeerSecrets {
 pub struct AwaitingUnmask {
     id: ClientId,
     config: RoundConfig,
+    session: SessionId,
     held: BTreeMap<ClientId, SharePair>,
 }
 
@@ -272,7 +273,7 @@ impl AwaitingRoutedShares {
             }
             .into());
         }
-        if let Some(index) = input.iter().position(|&x| x.reduce(self.config.bits) != x) {
+        if let Some(index) = mask::first_out_of_range(input, self.config.bits) {
             return Err(ApiMisuse::InputOutOfRange { index }.into());
         }
         if routed.to != self.id {
@@ -317,7 +318,15 @@ impl AwaitingRoutedShares {
                 threshold: self.config.threshold,
             }));
         }
-        mask::apply_mask(&self.self_seed, MaskKind::SelfMask, Sign::Add, 0, input);
+        let prg = self.config.mask_prg;
+        mask::apply_mask(
+            &self.self_seed,
+            prg,
+            MaskKind::SelfMask,
+            Sign::Add,
+            0,
+            input,
+        );
         for peer in held.keys() {
             let seed = &self.peers[peer].mask_seed;
             let sign = if self.id < *peer {
@@ -325,16 +334,14 @@ impl AwaitingRoutedShares {
             } else {
                 Sign::Sub
             };
-            mask::apply_mask(seed, MaskKind::Pairwise, sign, 0, input);
+            mask::apply_mask(seed, prg, MaskKind::Pairwise, sign, 0, input);
         }
-        let bits = self.config.bits;
-        if bits < L::BITS {
-            input.iter_mut().for_each(|x| *x = x.reduce(bits));
-        }
+        mask::reduce_all(input, self.config.bits);
         Ok(Step::Next(
             AwaitingUnmask {
                 id: self.id,
                 config: self.config,
+                session: self.session,
                 held,
             },
             (),
@@ -348,10 +355,35 @@ impl AwaitingUnmask {
         &self.held
     }
 
-    /// Answers the unmask request with one share per listed neighbour: the self-mask share of a
-    /// survivor, the key share of a dropped client. Refuses any request that would reveal both
-    /// for one peer, or that contradicts what this client saw.
-    pub fn handle(self, request: UnmaskRequest) -> Result<UnmaskResponse, SecAggError> {
+    /// This client's id.
+    pub fn id(&self) -> ClientId {
+        self.id
+    }
+
+    /// The session this client derived from the key directory (what its signatures bind to).
+    pub fn session(&self) -> &SessionId {
+        &self.session
+    }
+
+    /// The round's parameters.
+    pub fn config(&self) -> &RoundConfig {
+        &self.config
+    }
+
+    /// The neighbours whose shares this client holds: exactly those that reached stage 3.
+    pub fn holders(&self) -> impl Iterator<Item = ClientId> + '_ {
+        self.held.keys().copied()
+    }
+
+    /// Checks an unmask request without answering it: every check [`handle`](Self::handle)
+    /// makes, so the active mode can sign the survivor set only once it is acceptable.
+    pub fn check(&self, request: &UnmaskRequest) -> Result<(), SecAggError> {
+        self.classify(request).map(|_| ())
+    }
+
+    /// Who the request says survived (`true`) or dropped (`false`), after refusing any request
+    /// that names a peer twice, omits this client, or lists fewer survivors than `t`.
+    fn classify(&self, request: &UnmaskRequest) -> Result<BTreeMap<ClientId, bool>, SecAggError> {
         let mut seen = BTreeMap::new();
         for (&id, survived) in request
             .survivors
@@ -376,6 +408,14 @@ impl AwaitingUnmask {
                 "fewer survivors than the threshold: the sum would expose too few inputs",
             )));
         }
+        Ok(seen)
+    }
+
+    /// Answers the unmask request with one share per listed neighbour: the self-mask share of a
+    /// survivor, the key share of a dropped client. Refuses any request that would reveal both
+    /// for one peer, or that contradicts what this client saw.
+    pub fn handle(self, request: UnmaskRequest) -> Result<UnmaskResponse, SecAggError> {
+        let seen = self.classify(&request)?;
         let mut response = UnmaskResponse {
             from: self.id,
             self_mask_shares: Vec::new(),

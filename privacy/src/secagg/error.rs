@@ -27,6 +27,10 @@ pub enum MessageKind {
     MaskedInput,
     /// Server → client: who survived and who dropped.
     UnmaskRequest,
+    /// Client → server (active mode): a survivor's signature over the unmask request.
+    SurvivorSignature,
+    /// Server → client (active mode): every survivor signature collected.
+    SurvivorSignatures,
     /// Client → server: the shares the server asked for.
     UnmaskResponse,
     /// Nothing more is expected: the session has finished or aborted.
@@ -117,6 +121,23 @@ pub enum PeerMisbehaved {
         /// The holder that sent it.
         holder: ClientId,
     },
+    /// (Active mode) A message names a client that has no registered identity key.
+    UnknownIdentity {
+        /// The client concerned.
+        client: ClientId,
+    },
+    /// (Active mode) An advertised key's signature does not verify under its owner's identity
+    /// key: the key was substituted (or the signature forged) on the way.
+    BadKeySignature {
+        /// Whose key it claims to be.
+        client: ClientId,
+    },
+    /// (Active mode) A survivor's signature does not verify over the unmask request this client
+    /// received: the server showed different survivor sets to different clients.
+    InconsistentSurvivorSet {
+        /// Whose signature it claims to be.
+        signer: ClientId,
+    },
 }
 
 /// Mistakes of the calling code.
@@ -155,6 +176,16 @@ pub enum AbortReason {
         /// The threshold `t`.
         threshold: usize,
     },
+    /// (Active mode) Fewer than `t` of a client's share holders confirmed, by signature, the
+    /// survivor set it was shown; it reveals no share.
+    TooFewSurvivorSignatures {
+        /// The client that stopped.
+        client: ClientId,
+        /// Matching signatures from its share holders.
+        signatures: usize,
+        /// The threshold `t`.
+        threshold: usize,
+    },
     /// Fewer clients than the protocol needs are left.
     TooFewClients {
         /// Clients left.
@@ -174,6 +205,15 @@ impl fmt::Display for AbortReason {
             } => write!(
                 f,
                 "client {client} has {holders} live share holders, below the threshold {threshold}"
+            ),
+            AbortReason::TooFewSurvivorSignatures {
+                client,
+                signatures,
+                threshold,
+            } => write!(
+                f,
+                "client {client} got {signatures} signatures on its survivor set from its share \
+                 holders, below the threshold {threshold}"
             ),
             AbortReason::TooFewClients { alive, needed } => {
                 write!(f, "{alive} clients left, at least {needed} needed")

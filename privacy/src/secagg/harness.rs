@@ -12,7 +12,7 @@ use rand::SeedableRng;
 use rand::rngs::{ChaCha20Rng, SysRng};
 
 use super::client::{AwaitingDirectory, Step};
-use super::mask::Lane;
+use super::mask::{self, Lane};
 use super::server::{Aggregate, Broadcast, ServerSession};
 use super::{AbortReason, ApiMisuse, ClientId, ClientMessage, RoundConfig, SecAggError};
 
@@ -62,7 +62,7 @@ impl Dropouts {
         }
     }
 
-    fn active(&self, client: ClientId, stage: Stage) -> bool {
+    pub(crate) fn active(&self, client: ClientId, stage: Stage) -> bool {
         !self.drops.iter().any(|&(c, s)| c == client && s <= stage)
     }
 }
@@ -199,9 +199,8 @@ pub fn run_round<L: Lane>(
                 let started = Instant::now();
                 server = server.handle(ClientMessage::MaskedInput(masked))?;
                 timings.server_sum += started.elapsed();
-                for (acc, v) in expected.iter_mut().zip(plain) {
-                    *acc = acc.wrapping_add(v).reduce(config.bits);
-                }
+                mask::add_into(&mut expected, &plain);
+                mask::reduce_all(&mut expected, config.bits);
                 stage3.push((id, client));
             }
             Step::Abort(reason) => client_aborts.push((id, reason)),

@@ -15,9 +15,16 @@ consume `self`, a message for another stage is `UnexpectedMessage`, and unmaskin
 [`server::ThresholdMet`] witness that only the share-count check creates.
 
 ```
-use cohort_privacy::secagg::{harness, RoundConfig};
+use cohort_privacy::secagg::{harness, MaskPrg, RoundConfig};
 
-let config = RoundConfig { round: 1, dimension: 4, bits: 16, neighbours: 4, threshold: 3 };
+let config = RoundConfig {
+    round: 1,
+    dimension: 4,
+    bits: 16,
+    neighbours: 4,
+    threshold: 3,
+    mask_prg: MaskPrg::default(),
+};
 let outcome = harness::run_round::<u32>(&config, 8, &harness::Dropouts::none(), |id| {
     vec![id; 4]
 })
@@ -27,6 +34,7 @@ assert_eq!(aggregate.sum, vec![(0..8).sum::<u32>(); 4]);
 ```
 */
 
+pub mod active;
 pub mod client;
 pub mod crypto;
 mod error;
@@ -40,7 +48,7 @@ mod unmask;
 
 pub use client::ClientSession;
 pub use error::{AbortReason, ApiMisuse, MessageKind, PeerMisbehaved, SecAggError};
-pub use mask::Lane;
+pub use mask::{Lane, MaskPrg};
 pub use server::{Aggregate, Rejection, ServerSession};
 
 use crypto::PublicKeyBytes;
@@ -63,6 +71,8 @@ pub struct RoundConfig {
     pub neighbours: usize,
     /// Shamir threshold `t`: shares needed to reconstruct a secret.
     pub threshold: usize,
+    /// The generator that expands mask seeds (client and server must agree).
+    pub mask_prg: MaskPrg,
 }
 
 impl RoundConfig {
@@ -93,12 +103,13 @@ impl RoundConfig {
         Ok(())
     }
 
-    fn session_params(&self) -> [u64; 4] {
+    fn session_params(&self) -> [u64; 5] {
         [
             self.dimension as u64,
             self.bits as u64,
             self.neighbours as u64,
             self.threshold as u64,
+            self.mask_prg.code(),
         ]
     }
 }

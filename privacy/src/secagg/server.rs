@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use super::crypto::SessionId;
 use super::graph::Graph;
-use super::mask::Lane;
+use super::mask::{self, Lane};
 use super::shamir::Share;
 use super::unmask;
 pub use super::unmask::ThresholdMet;
@@ -171,6 +171,17 @@ impl<L: Lane> ServerSession<L> {
             ServerSession::AwaitingMaskedInputs(_) => MessageKind::MaskedInput,
             ServerSession::AwaitingUnmask(_) => MessageKind::UnmaskResponse,
             ServerSession::Done(_) | ServerSession::Aborted(_) => MessageKind::Nothing,
+        }
+    }
+
+    /// The session id, once the key directory is frozen (`None` before, and once the round
+    /// has ended).
+    pub fn session_id(&self) -> Option<&SessionId> {
+        match self {
+            ServerSession::AwaitingShares(s) => Some(&s.round.session),
+            ServerSession::AwaitingMaskedInputs(s) => Some(&s.round.session),
+            ServerSession::AwaitingUnmask(s) => Some(&s.round.session),
+            _ => None,
         }
     }
 
@@ -391,9 +402,9 @@ impl<L: Lane> AwaitingMaskedInputs<L> {
                 },
             ));
         }
-        for (acc, &x) in self.sum.iter_mut().zip(&m.vector) {
-            *acc = acc.wrapping_add(x);
-        }
+        // A concrete loop compiled here: a generic one would be compiled, unoptimised, in
+        // whichever debug-build crate instantiates the session (the server, the bench).
+        mask::add_into(&mut self.sum, &m.vector);
         self.submitted[u] = true;
         Ok(ServerSession::AwaitingMaskedInputs(self))
     }

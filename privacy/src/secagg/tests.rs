@@ -17,6 +17,7 @@ fn config(k: usize, t: usize, bits: u32) -> RoundConfig {
         bits,
         neighbours: k,
         threshold: t,
+        mask_prg: MaskPrg::default(),
     }
 }
 
@@ -60,6 +61,7 @@ fn u64_lanes_and_the_complete_graph_work() {
         bits: 50,
         neighbours: 100,
         threshold: 4,
+        mask_prg: MaskPrg::default(),
     };
     let drops = Dropouts::none().with(2, Stage::MaskedInput);
     let outcome = run_round::<u64>(&cfg, 7, &drops, |id| vec![u64::from(id) << 40; 9]).unwrap();
@@ -81,6 +83,7 @@ fn abort_boundary_on_the_complete_graph_is_exact() {
         bits: 16,
         neighbours: 7,
         threshold: 4,
+        mask_prg: MaskPrg::default(),
     };
     let five_answer = Dropouts::none()
         .with(0, Stage::MaskedInput)
@@ -112,6 +115,7 @@ fn abort_exactly_when_a_survivor_lacks_t_live_holders_on_sparse_graphs() {
             bits: 12,
             neighbours: 4,
             threshold: 3,
+            mask_prg: MaskPrg::default(),
         };
         let mut rng = ChaCha20Rng::seed_from_u64(u64::from(trial));
         let silent: Vec<bool> = (0..n)
@@ -197,7 +201,7 @@ proptest! {
     fn pairwise_masks_cancel_on_any_graph(n in 3u32..16, k in 2usize..16, t_frac in 0.0f64..1.0, bits in 1u32..=32) {
         let k = k.min(n as usize - 1).max(2);
         let t = 1 + ((k - 1) as f64 * t_frac) as usize;
-        let cfg = RoundConfig { round: 9, dimension: 11, bits, neighbours: k, threshold: t };
+        let cfg = RoundConfig { round: 9, dimension: 11, bits, neighbours: k, threshold: t, mask_prg: MaskPrg::default() };
         let outcome = run_round::<u32>(&cfg, n, &Dropouts::none(), |id| {
             (0..11u32).map(|i| (id * 31 + i * 7).reduce(bits)).collect()
         }).unwrap();

@@ -142,6 +142,7 @@ pub(super) fn remove_masks<L: Lane>(
         Ok::<_, SecAggError>(all)
     })?;
 
+    let prg = plan.config.mask_prg;
     let workers = threads().min(sum.len().max(1));
     let span = sum.len().div_ceil(workers).max(1);
     thread::scope(|scope| {
@@ -152,15 +153,12 @@ pub(super) fn remove_masks<L: Lane>(
                 for (j, tile) in range.chunks_mut(TILE_LANES).enumerate() {
                     let offset = i * span + j * TILE_LANES;
                     for job in jobs {
-                        mask::apply_mask(&job.seed, job.kind, job.sign, offset, tile);
+                        mask::apply_mask(&job.seed, prg, job.kind, job.sign, offset, tile);
                     }
                 }
             });
         }
     });
-    let bits = plan.config.bits;
-    if bits < L::BITS {
-        sum.iter_mut().for_each(|x| *x = x.reduce(bits));
-    }
+    mask::reduce_all(sum, plan.config.bits);
     Ok(())
 }
