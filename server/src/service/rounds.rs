@@ -127,19 +127,24 @@ impl Service {
         lock(&self.live).get(fed).cloned()
     }
 
-    /// Updates accepted so far in a live round.
-    pub(super) async fn live_accepted(&self, fed: &FederationId, number: RoundNumber) -> u32 {
-        match self.live_round(fed) {
-            Some(lr) => {
-                let g = lr.lock().await;
-                if g.key.round == number {
-                    u32::try_from(g.contributed.len()).unwrap_or(u32::MAX)
-                } else {
-                    0
-                }
-            }
-            None => 0,
+    /// Updates accepted so far in a live round, and for a secure round how many messages each
+    /// SecAgg stage has accepted (`secagg_<stage>_received`), so operators (and tests) can see
+    /// how far a round got.
+    pub(super) async fn live_progress(
+        &self,
+        fed: &FederationId,
+        number: RoundNumber,
+    ) -> (u32, Vec<(String, f64)>) {
+        let Some(lr) = self.live_round(fed) else {
+            return (0, Vec::new());
+        };
+        let g = lr.lock().await;
+        if g.key.round != number {
+            return (0, Vec::new());
         }
+        let accepted = u32::try_from(g.contributed.len()).unwrap_or(u32::MAX);
+        let progress = g.secure().map(SecureRound::received).unwrap_or_default();
+        (accepted, progress)
     }
 
     /// Opens a round now (an admin's trigger, or the timer). The ledger entries of every
@@ -159,6 +164,7 @@ impl Service {
             });
         }
         let layout = self.layout(fed).await?;
+        let dimension = layout.num_params();
         let policy = SchedulingPolicy {
             online_window: self.settings.online_window,
             ..SchedulingPolicy::default()
@@ -173,6 +179,7 @@ impl Service {
                 &mut sampler,
                 &f,
                 &policy,
+                dimension,
                 Timestamp::now(),
             );
             let entries = match &start {
@@ -190,11 +197,11 @@ impl Service {
         .map_err(ApiError::internal)??;
         let (start, entries) = outcome;
         self.metrics.stage("open", started.elapsed().as_secs_f64());
-        let round = match start {
-            Ok(RoundStart::Opened { round, .. }) => round,
+        let (round, secure_plan) = match start {
+            Ok(RoundStart::Opened { round, secure, .. }) => (round, secure),
             Ok(RoundStart::Skipped { round, .. }) => {
                 self.metrics.round_aborted();
-                tracing::info!(federation = %fed, round = %round.number, "round skipped: too few clients sampled");
+                tracing::info!(federation = %fed, round = %round.number, state = ?round.state, "round skipped before anyone was told");
                 return self.round_view(&round, None).await;
             }
             Ok(RoundStart::FederationStopped { reason }) => {
@@ -262,13 +269,20 @@ impl Service {
             };
         }
         if config.secure_aggregation() {
-            match SecureRound::open(
-                round.number.get(),
-                &round.participants,
-                layout.num_params(),
-                config,
-                task_deadline,
-            ) {
+            // The scheduler planned (and charged) this round for exactly these participants;
+            // a missing or mismatched plan is a bug, and the round aborts rather than run
+            // with noise it was not charged for.
+            let opened = match &secure_plan {
+                Some(plan) => SecureRound::open(
+                    round.number.get(),
+                    &round.participants,
+                    plan,
+                    config,
+                    task_deadline,
+                ),
+                None => Err("the scheduler made no plan for it".to_owned()),
+            };
+            match opened {
                 Ok(secure) => acc = Accumulator::Secure(Box::new(secure)),
                 Err(detail) => {
                     let (f, n) = (fed.clone(), round.number);
