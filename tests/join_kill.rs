@@ -1,10 +1,13 @@
-//! Issue 7: real `cohort join` processes killed (SIGKILL) mid-round, after they sent their
-//! SecAgg keys. With enough survivors the round completes; with too few it aborts and says why;
-//! a killed client restarted from its identity directory takes part again.
+//! Issue 7: real `cohort join` processes killed (SIGKILL) mid-round, once every SecAgg key is
+//! in. Stages close within milliseconds (long polls), so a kill lands in the share, masked-input
+//! or unmask stage; the assertions hold for each. With enough survivors the round completes;
+//! with fewer than t it aborts and says why; a killed client restarted from its identity
+//! directory takes part again.
 //!
-//! "Enough" is t + 1 on the complete graph, not t: a client holds no share of its own secret,
-//! so each survivor's self-mask seed is held only by its n − 1 neighbours, and a client that
-//! died before sharing keys leaves every survivor one holder short.
+//! "Enough" is t + 1 on the complete graph when the kill precedes the share stage, not t: a
+//! client holds no share of its own secret, so each survivor's self-mask seed is held only by
+//! its n − 1 neighbours, and a client that died before sharing leaves every survivor one holder
+//! short. Six clients (t = 4) losing one survive any stage; losing three survive none.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -151,7 +154,7 @@ async fn cohort_join_processes_killed_after_sending_keys_leave_a_correct_or_abor
         (0..CLIENTS).all(|i| joined(ls, i, 1))
     });
 
-    // Round 1: client 0 dies once every key is in; 5 survive, each secret keeps 4 = t holders.
+    // Round 1: client 0 dies once every key is in; 5 survive, each secret keeps ≥ 4 = t holders.
     let round = open_round(&world, &server.url, "kill").await["id"]
         .as_u64()
         .unwrap();
@@ -167,9 +170,10 @@ async fn cohort_join_processes_killed_after_sending_keys_leave_a_correct_or_abor
     let done = wait_round(&world, &server.url, "kill", round, Duration::from_secs(60)).await;
     assert_eq!(done["state"], "completed", "{done}");
     assert_eq!(done["metrics"]["secagg_threshold"], 4.0, "{done}");
-    // Client 0 never got to its masked input (the share stage waited for it until its
-    // deadline), so the sum holds exactly the five survivors.
-    assert_eq!(done["accepted"], 5, "{done}");
+    // The sum holds the five survivors, plus client 0 if its masked input got in before the
+    // kill (then it died in the unmask stage and the survivors unmasked without it).
+    let accepted = done["accepted"].as_u64().unwrap();
+    assert!(accepted == 5 || accepted == 6, "{done}");
     wait_for(&rx, &mut lines, "the survivors' round lines", |ls| {
         (1..CLIENTS).all(|i| {
             ls.iter()
@@ -196,21 +200,19 @@ async fn cohort_join_processes_killed_after_sending_keys_leave_a_correct_or_abor
     children.0[0] = spawn(0, &server.url, &dirs[0], None, &tx);
     wait_for(&rx, &mut lines, "client 0 to rejoin", |ls| joined(ls, 0, 2));
 
-    // Round 2: two die after their keys; the 4 = t survivors each keep only 3 holders of
-    // their secrets, so the round cannot unmask and aborts.
+    // Round 2: three die once every key is in; 3 < t survivors can neither rebuild the
+    // dropped clients' masks nor send t unmask answers, so the round aborts.
     let round = open_round(&world, &server.url, "kill").await["id"]
         .as_u64()
         .unwrap();
     wait_keys(&world, &server.url, round).await;
-    kill(&mut children.0[0]);
-    kill(&mut children.0[1]);
+    for child in &mut children.0[..3] {
+        kill(child);
+    }
     let done = wait_round(&world, &server.url, "kill", round, Duration::from_secs(60)).await;
     assert_eq!(done["state"], "aborted", "{done}");
     let reason = done["abort_reason"].as_str().unwrap();
-    assert!(
-        reason.contains("secure aggregation aborted") && reason.contains("below the threshold 4"),
-        "{reason}"
-    );
+    assert!(reason.contains("secure aggregation aborted"), "{reason}");
     drop(children);
     server.stop().await;
 }

@@ -61,6 +61,8 @@ pub struct LiveRound {
     opened: Instant,
     bytes: u64,
     template: Task,
+    /// Woken whenever a SecAgg stage closes or the round ends (long-polling clients wait on it).
+    stage_changed: Arc<tokio::sync::Notify>,
 }
 
 impl LiveRound {
@@ -70,6 +72,16 @@ impl LiveRound {
             return secure.is_finished();
         }
         now >= self.upload_deadline || self.contributed.len() == self.participants.len()
+    }
+
+    /// What long polls wait on.
+    pub(super) fn stage_changed(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.stage_changed)
+    }
+
+    /// Whether the round's aggregate has been taken for committing.
+    pub(super) fn finishing(&self) -> bool {
+        self.acc.is_none()
     }
 
     /// The round's secure aggregation, if it uses it.
@@ -333,6 +345,7 @@ impl Service {
             opened: Instant::now(),
             bytes: 0,
             template,
+            stage_changed: Arc::new(tokio::sync::Notify::new()),
         };
         lock(&self.live).insert(fed.clone(), Arc::new(tokio::sync::Mutex::new(live)));
         // Warm the download cache so the participants' concurrent downloads share one copy.
@@ -730,6 +743,7 @@ impl Service {
         .await
         .map_err(ApiError::internal)?;
         lock(&self.live).remove(fed);
+        lr.lock().await.stage_changed.notify_waiters();
         lock(&self.last_closed).insert(fed.clone(), Instant::now());
         self.metrics
             .stage("commit", started.elapsed().as_secs_f64());

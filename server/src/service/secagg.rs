@@ -44,6 +44,8 @@ use crate::http::error::ApiError;
 pub use crate::secure_plan::{SecurePlan, TOLERATED_CORRUPTION, TOLERATED_DROPOUT, plan};
 /// How long a client waits before polling a stage again.
 pub const POLL_RETRY_MS: u64 = 100;
+/// How long the server holds a stage poll open waiting for the stage to close.
+const LONG_POLL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The four client stages, plus the end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -699,26 +701,50 @@ impl Service {
         Ok(receipt)
     }
 
+    /// A stage poll, held open (long poll) for up to [`LONG_POLL`] while the stage it waits
+    /// for has not closed, so that clients learn of a closed stage at once instead of after
+    /// their retry pause, and 100 waiting clients do not cost the server 1,000 requests a
+    /// second.
     async fn secure_poll<T>(
         &self,
         fed: &FederationId,
         round: RoundNumber,
         fingerprint: &str,
-        poll: impl FnOnce(&SecureRound, &ClientId) -> Result<StagePoll<T>, ApiError>,
+        poll: impl Fn(&SecureRound, &ClientId) -> Result<StagePoll<T>, ApiError>,
     ) -> Result<StagePoll<T>, ApiError> {
-        let (live, client) = self.secure_live(fed, round, fingerprint).await?;
-        let Some(live) = live else {
-            return Ok(StagePoll::Aborted {
-                reason: self.round_over(fed, round).await?,
-            });
-        };
-        let g = live.lock().await;
-        match g.secure() {
-            Some(secure) => poll(secure, &client),
-            None => Err(ApiError::Conflict {
-                slug: "plain-aggregation",
-                detail: format!("federation {fed} does not use secure aggregation"),
-            }),
+        let started = Instant::now();
+        loop {
+            let (live, client) = self.secure_live(fed, round, fingerprint).await?;
+            let Some(live) = live else {
+                return Ok(StagePoll::Aborted {
+                    reason: self.round_over(fed, round).await?,
+                });
+            };
+            let g = live.lock().await;
+            let answer = match g.secure() {
+                Some(secure) => poll(secure, &client)?,
+                // The round is being committed: nothing more to hand out yet.
+                None if g.finishing() => StagePoll::Wait {
+                    retry_after_ms: POLL_RETRY_MS,
+                },
+                None => {
+                    return Err(ApiError::Conflict {
+                        slug: "plain-aggregation",
+                        detail: format!("federation {fed} does not use secure aggregation"),
+                    });
+                }
+            };
+            let left = LONG_POLL.saturating_sub(started.elapsed());
+            if !matches!(answer, StagePoll::Wait { .. }) || left.is_zero() {
+                return Ok(answer);
+            }
+            // Registered before the lock is released, so a close in between still wakes us.
+            let changed = g.stage_changed();
+            let notified = changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            drop(g);
+            let _ = tokio::time::timeout(left, notified).await;
         }
     }
 
@@ -853,14 +879,16 @@ impl Service {
         .and_then(|r| r.map_err(|e| e.to_string()));
         let stage = {
             let mut g = live.lock().await;
-            match g.secure_mut() {
+            let stage = match g.secure_mut() {
                 Some(s) => {
                     s.add_server_work(close_time);
                     s.finish_close(closed, Timestamp::now());
                     s.stage()
                 }
                 None => return,
-            }
+            };
+            g.stage_changed().notify_waiters();
+            stage
         };
         tracing::info!(federation = %fed, round = %number, stage = stage.as_str(), "secagg stage opened");
         let f = fed.clone();
