@@ -3,6 +3,7 @@
 
 pub mod budgets;
 mod noise;
+pub mod released;
 mod rounds;
 pub mod secagg;
 mod spool;

@@ -63,6 +63,8 @@ pub struct LiveRound {
     template: Task,
     /// Woken whenever a SecAgg stage closes or the round ends (long-polling clients wait on it).
     stage_changed: Arc<tokio::sync::Notify>,
+    /// Participants' DP-released metrics so far.
+    released: super::released::ReleasedMetrics,
 }
 
 impl LiveRound {
@@ -72,6 +74,16 @@ impl LiveRound {
             return secure.is_finished();
         }
         now >= self.upload_deadline || self.contributed.len() == self.participants.len()
+    }
+
+    /// Whether `client` was sampled for this round.
+    pub(super) fn is_participant(&self, client: &ClientId) -> bool {
+        self.participants.contains_key(client)
+    }
+
+    /// The participants' released metrics.
+    pub(super) fn released_mut(&mut self) -> &mut super::released::ReleasedMetrics {
+        &mut self.released
     }
 
     /// What long polls wait on.
@@ -346,6 +358,7 @@ impl Service {
             bytes: 0,
             template,
             stage_changed: Arc::new(tokio::sync::Notify::new()),
+            released: Default::default(),
         };
         lock(&self.live).insert(fed.clone(), Arc::new(tokio::sync::Mutex::new(live)));
         // Warm the download cache so the participants' concurrent downloads share one copy.
@@ -617,7 +630,7 @@ impl Service {
         let Some(lr) = lock(&self.live).get(fed).cloned() else {
             return Ok(());
         };
-        let (key, base_version, acc, failures, upload_secs, bytes) = {
+        let (key, base_version, acc, failures, upload_secs, bytes, released) = {
             let mut g = lr.lock().await;
             let Some(acc) = g.acc.take() else {
                 return Ok(());
@@ -638,6 +651,7 @@ impl Service {
                 failures,
                 g.opened.elapsed().as_secs_f64(),
                 g.bytes,
+                g.released.summary(),
             )
         };
         self.metrics.stage("upload", upload_secs);
@@ -645,7 +659,7 @@ impl Service {
         let layout = self.layout(fed).await?;
         let min = federation.config.min_clients();
         let received = acc.contributors();
-        let mut secure_metrics: Vec<(String, f64)> = Vec::new();
+        let mut secure_metrics: Vec<(String, f64)> = released;
         if let Accumulator::Secure(s) = &acc {
             for (stage, secs) in s.stage_seconds() {
                 secure_metrics.push((format!("secagg_{}_s", stage.as_str()), *secs));
