@@ -279,7 +279,8 @@ impl LocalLedger {
         extra: (f64, f64),
     ) -> Result<f64, LedgerError> {
         let rdp_delta = self.budget.delta() - self.released.1 - extra.1;
-        if !(rdp_delta > 0.0) {
+        // NaN or ≤ 0: the releases used all of δ, nothing is left to convert RDP at.
+        if rdp_delta.is_nan() || rdp_delta <= 0.0 {
             return Ok(f64::INFINITY);
         }
         Ok(rdp_epsilon(rdp_delta)? + self.released.0 + extra.0)
