@@ -203,12 +203,19 @@ impl Bench {
         name: &str,
         clients: Vec<Client>,
     ) -> Result<(Vec<Client>, Value), String> {
-        let opened = self
-            .call(
-                self.http
-                    .post(format!("{}/v1/federations/{name}/rounds", self.url)),
-            )
-            .await?;
+        // The previous round's view turns "completed" a moment before the server drops its
+        // live state, and opening in between answers 409 round-in-progress: retry briefly.
+        let mut tries = 0;
+        let opened = loop {
+            let url = format!("{}/v1/federations/{name}/rounds", self.url);
+            match self.call(self.http.post(url)).await {
+                Err(e) if e.contains("round-in-progress") && tries < 100 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => break other?,
+            }
+        };
         let round = opened["id"].as_u64().unwrap_or(0);
         let started = Instant::now();
         let handles: Vec<_> = clients
