@@ -181,6 +181,19 @@ impl Service {
                 detail: format!("federation {fed} is stopped: {reason}"),
             });
         }
+        // A round being committed reads "completed" a moment before its live state is
+        // dropped: wait for that (it is woken on removal) rather than answer 409.
+        if let Some(lr) = self.live_round(fed) {
+            let g = lr.lock().await;
+            if g.finishing() {
+                let changed = g.stage_changed();
+                let removed = changed.notified();
+                tokio::pin!(removed);
+                removed.as_mut().enable();
+                drop(g);
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), removed).await;
+            }
+        }
         if self.live_round(fed).is_some() {
             return Err(ApiError::Conflict {
                 slug: "round-in-progress",
