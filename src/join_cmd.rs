@@ -51,6 +51,22 @@ pub struct JoinArgs {
     /// Local SGD learning rate.
     #[arg(long, value_name = "LR", default_value = "0.05")]
     learning_rate: String,
+    /// Release each round's training loss, accuracy and example count with DP, spending this
+    /// ε of the local budget per round (charged before release; off when absent).
+    #[arg(
+        long = "metrics-epsilon",
+        value_name = "E",
+        allow_negative_numbers = true
+    )]
+    metrics_epsilon: Option<String>,
+    /// The δ of each metrics release.
+    #[arg(
+        long = "metrics-delta",
+        value_name = "D",
+        default_value = "1e-8",
+        allow_negative_numbers = true
+    )]
+    metrics_delta: String,
 }
 
 /// The validated arguments.
@@ -62,6 +78,7 @@ struct JoinSettings {
     budget: Option<EpsDelta>,
     device: tch::Device,
     learning_rate: f64,
+    metrics: Option<EpsDelta>,
 }
 
 fn usage(msg: impl std::fmt::Display) -> ExitCode {
@@ -116,7 +133,21 @@ fn validate(args: &JoinArgs) -> Result<JoinSettings, String> {
     if learning_rate <= 0.0 {
         return Err(format!("--learning-rate must be > 0, got {learning_rate}"));
     }
+    let metrics = match &args.metrics_epsilon {
+        None => None,
+        Some(e) => {
+            let e = number("--metrics-epsilon", e)?;
+            let d = number("--metrics-delta", &args.metrics_delta)?;
+            if e <= 0.0 || d <= 0.0 || d >= 1.0 {
+                return Err(format!(
+                    "--metrics-epsilon must be > 0 and --metrics-delta in (0, 1), got {e} and {d}"
+                ));
+            }
+            Some(EpsDelta::new(e, d).map_err(|e| e.to_string())?)
+        }
+    };
     Ok(JoinSettings {
+        metrics,
         server: args.server.clone(),
         identity: args.identity.clone(),
         data,
@@ -240,6 +271,9 @@ async fn join(args: &JoinArgs, settings: JoinSettings) -> ExitCode {
         budget.delta()
     );
     let mut participant = Participant::new(transport, trainer, ledger, &id.federation);
+    if let Some(per_round) = settings.metrics {
+        participant = participant.with_metrics_release(per_round);
+    }
     let retry = RetryPolicy::default();
     let mut failures = 0u32;
     let mut last_refusal: Option<String> = None;

@@ -63,6 +63,11 @@ async fn three_cohort_join_processes_complete_a_secure_round_and_stop_on_ctrl_c(
             .args(["--data", &data, "--federation", "cli", "--token"])
             .arg(created["enrolment_token"].as_str().unwrap())
             .args(["--budget-epsilon", "100", "--budget-delta", "1e-5"])
+            .args(if i == 0 {
+                &["--metrics-epsilon", "0.5"][..]
+            } else {
+                &[][..]
+            })
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -109,6 +114,14 @@ async fn three_cohort_join_processes_complete_a_secure_round_and_stop_on_ctrl_c(
     );
     let done = wait_round(&world, &server.url, "cli", round, Duration::from_secs(30)).await;
     assert_eq!(done["state"], "completed", "{done}");
+    // Client 0 released its metrics (charged first), the others were not asked to.
+    let released: Vec<_> = lines
+        .iter()
+        .filter(|(_, l)| l.contains("metrics released (epsilon"))
+        .map(|(c, _)| *c)
+        .collect();
+    assert_eq!(released, vec![0], "{lines:?}");
+    assert_eq!(done["metrics"]["released_loss_clients"], 1.0, "{done}");
     for child in &children {
         let status = Command::new("kill")
             .args(["-INT", &child.id().to_string()])

@@ -9,6 +9,13 @@
 //! counts (fail closed). A job whose projected ε exceeds the budget is refused with
 //! [`LedgerError::BudgetExceeded`], which says how much is left. An unreadable ledger refuses
 //! all work: an unverifiable budget is treated as spent.
+//!
+//! Statistics released outside training (a round's loss and accuracy, through
+//! `cohort_privacy::release`) are charged as [`ReleaseEntry`] lines, each an (ε, δ) pair fixed
+//! by opendp's privacy map, written and fsynced by [`LocalLedger::record_release`] before the
+//! noise is drawn. They compose with the DP-SGD spend by basic composition: the spend at the
+//! budget's δ is `ε_RDP(δ − Σδᵢ) + Σεᵢ`, so DP-SGD's RDP is converted at what δ the releases
+//! left (and the spend is infinite once they used it all).
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -45,6 +52,27 @@ pub struct JobEntry {
     pub steps: u64,
     /// Seconds since the Unix epoch when the reservation was written.
     pub reserved_at: u64,
+}
+
+/// One charged release of statistics: its (ε, δ) as opendp's privacy map gave it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseEntry {
+    /// What was released (free text for the operator).
+    pub label: String,
+    /// ε of the release.
+    pub epsilon: f64,
+    /// δ of the release.
+    pub delta: f64,
+    /// Seconds since the Unix epoch when the charge was written.
+    pub released_at: u64,
+}
+
+/// A ledger line after the header.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Line {
+    Job(JobEntry),
+    Release(ReleaseEntry),
 }
 
 /// Why the ledger refused or failed.
@@ -135,6 +163,9 @@ pub struct LocalLedger {
     budget: EpsDelta,
     entries: Vec<JobEntry>,
     accountant: RdpAccountant,
+    releases: Vec<ReleaseEntry>,
+    /// Σεᵢ and Σδᵢ of `releases`.
+    released: (f64, f64),
 }
 
 fn event(entry: &JobEntry) -> Result<SubsampledGaussian, LedgerError> {
@@ -192,22 +223,36 @@ impl LocalLedger {
             )));
         }
         let mut entries = Vec::new();
+        let mut releases = Vec::new();
+        let mut released = (0.0, 0.0);
         let mut accountant = RdpAccountant::new();
         for (number, line) in lines.enumerate() {
             let line = line?;
             if line.trim().is_empty() {
                 continue;
             }
-            let entry: JobEntry = serde_json::from_str(&line)
-                .map_err(|e| LedgerError::Corrupt(format!("entry {}: {e}", number + 1)))?;
-            accountant.step(event(&entry)?, entry.steps);
-            entries.push(entry);
+            let bad = |e: String| LedgerError::Corrupt(format!("entry {}: {e}", number + 1));
+            match serde_json::from_str(&line).map_err(|e| bad(e.to_string()))? {
+                Line::Job(entry) => {
+                    accountant.step(event(&entry)?, entry.steps);
+                    entries.push(entry);
+                }
+                Line::Release(entry) => {
+                    let charge = EpsDelta::new(entry.epsilon, entry.delta)
+                        .map_err(|e| bad(format!("release charge: {e}")))?;
+                    released.0 += charge.epsilon();
+                    released.1 += charge.delta();
+                    releases.push(entry);
+                }
+            }
         }
         Ok(Self {
             path,
             budget: header.budget,
             entries,
             accountant,
+            releases,
+            released,
         })
     }
 
@@ -221,9 +266,29 @@ impl LocalLedger {
         &self.entries
     }
 
+    /// Every charged release, oldest first.
+    pub fn releases(&self) -> &[ReleaseEntry] {
+        &self.releases
+    }
+
+    /// The spend at the budget's δ with `extra` releases' (ε, δ) added: DP-SGD's RDP, given
+    /// as ε at a δ, converted at the δ the releases leave, plus their ε (basic composition).
+    fn compose(
+        &self,
+        rdp_epsilon: impl FnOnce(f64) -> Result<f64, AccountingError>,
+        extra: (f64, f64),
+    ) -> Result<f64, LedgerError> {
+        let rdp_delta = self.budget.delta() - self.released.1 - extra.1;
+        // NaN or ≤ 0: the releases used all of δ, nothing is left to convert RDP at.
+        if rdp_delta.is_nan() || rdp_delta <= 0.0 {
+            return Ok(f64::INFINITY);
+        }
+        Ok(rdp_epsilon(rdp_delta)? + self.released.0 + extra.0)
+    }
+
     /// ε spent so far at the budget's δ.
     pub fn spent_epsilon(&self) -> Result<f64, LedgerError> {
-        Ok(self.accountant.epsilon(self.budget.delta())?)
+        self.compose(|d| self.accountant.epsilon(d), (0.0, 0.0))
     }
 
     /// ε left before the budget is reached (0 when spent).
@@ -239,9 +304,10 @@ impl LocalLedger {
         steps: u64,
     ) -> Result<f64, LedgerError> {
         let next = SubsampledGaussian::new(sample_rate, noise_multiplier)?;
-        Ok(self
-            .accountant
-            .projected_epsilon(self.budget.delta(), &[(next, steps)])?)
+        self.compose(
+            |d| self.accountant.projected_epsilon(d, &[(next, steps)]),
+            (0.0, 0.0),
+        )
     }
 
     /// Checks the job against the budget and, if it fits, appends it and fsyncs the file.
@@ -254,9 +320,10 @@ impl LocalLedger {
         steps: u64,
     ) -> Result<JobEntry, LedgerError> {
         let next = SubsampledGaussian::new(sample_rate, noise_multiplier)?;
-        let projected = self
-            .accountant
-            .projected_epsilon(self.budget.delta(), &[(next, steps)])?;
+        let projected = self.compose(
+            |d| self.accountant.projected_epsilon(d, &[(next, steps)]),
+            (0.0, 0.0),
+        )?;
         if projected.is_nan() || projected > self.budget.epsilon() {
             return Err(LedgerError::BudgetExceeded {
                 projected_epsilon: projected,
@@ -280,6 +347,42 @@ impl LocalLedger {
         file.sync_all()?;
         self.accountant.step(next, steps);
         self.entries.push(entry.clone());
+        Ok(entry)
+    }
+
+    /// Charges a release costing `charge` if it fits the budget: appends it and fsyncs the file.
+    /// Call this before drawing the release's noise (`release_after_charging`), so a crash
+    /// leaves the charge recorded and nothing released.
+    pub fn record_release(
+        &mut self,
+        label: &str,
+        charge: EpsDelta,
+    ) -> Result<ReleaseEntry, LedgerError> {
+        let extra = (charge.epsilon(), charge.delta());
+        let projected = self.compose(|d| self.accountant.epsilon(d), extra)?;
+        if projected.is_nan() || projected > self.budget.epsilon() {
+            return Err(LedgerError::BudgetExceeded {
+                projected_epsilon: projected,
+                spent_epsilon: self.spent_epsilon()?,
+                budget: self.budget,
+            });
+        }
+        let entry = ReleaseEntry {
+            label: label.to_owned(),
+            epsilon: charge.epsilon(),
+            delta: charge.delta(),
+            released_at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        };
+        let line =
+            serde_json::to_string(&entry).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+        let mut file = OpenOptions::new().append(true).open(&self.path)?;
+        writeln!(file, "{line}")?;
+        file.sync_all()?;
+        self.released.0 += extra.0;
+        self.released.1 += extra.1;
+        self.releases.push(entry.clone());
         Ok(entry)
     }
 }
@@ -381,6 +484,44 @@ mod tests {
             LocalLedger::open(&path, budget),
             Err(LedgerError::Corrupt(_))
         ));
+    }
+
+    #[test]
+    fn releases_compose_with_training_and_are_refused_over_the_budget() {
+        let path = temp_path("release");
+        let budget = EpsDelta::new(3.0, 1e-5).unwrap();
+        let mut ledger = LocalLedger::open(&path, budget).unwrap();
+        ledger.reserve("round 1", 1.1, 0.01, 100).unwrap();
+        let training = ledger.spent_epsilon().unwrap();
+        let charge = EpsDelta::new(0.5, 1e-7).unwrap();
+        ledger.record_release("round 1 metrics", charge).unwrap();
+        // Basic composition: DP-SGD's ε at the δ the release left, plus the release's ε.
+        let mut rdp = RdpAccountant::new();
+        rdp.step(SubsampledGaussian::new(0.01, 1.1).unwrap(), 100);
+        let expected = rdp.epsilon(1e-5 - 1e-7).unwrap() + 0.5;
+        assert_eq!(ledger.spent_epsilon().unwrap(), expected);
+        assert!(expected > training + 0.5);
+        // The charge survives a restart, beside the job.
+        let mut reopened = LocalLedger::open(&path, budget).unwrap();
+        assert_eq!(reopened.releases().len(), 1);
+        assert_eq!(reopened.entries().len(), 1);
+        assert_eq!(reopened.spent_epsilon().unwrap(), expected);
+        // A release that does not fit is refused and leaves no trace.
+        let err = reopened
+            .record_release("too much", EpsDelta::new(3.0, 1e-7).unwrap())
+            .unwrap_err();
+        assert!(matches!(err, LedgerError::BudgetExceeded { .. }), "{err}");
+        // So is one whose δ would leave DP-SGD none.
+        assert!(
+            reopened
+                .record_release("all of delta", EpsDelta::new(0.01, 1e-5).unwrap())
+                .is_err()
+        );
+        assert_eq!(LocalLedger::read(&path).unwrap().releases().len(), 1);
+        // Jobs are now projected at the smaller δ too.
+        let job = reopened.projected_epsilon(1.1, 0.01, 100).unwrap();
+        rdp.step(SubsampledGaussian::new(0.01, 1.1).unwrap(), 100);
+        assert_eq!(job, rdp.epsilon(1e-5 - 1e-7).unwrap() + 0.5);
     }
 
     #[test]

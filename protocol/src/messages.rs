@@ -197,6 +197,27 @@ pub struct UploadReceipt {
     pub accepted: u32,
 }
 
+/// One statistic a client released with differential privacy (noised on the client).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReleasedMetric {
+    /// Its name (`[a-z0-9_]`, at most 32 characters).
+    pub name: String,
+    /// The noised value.
+    pub value: f64,
+    /// Standard deviation of the noise that was added.
+    pub noise_std: f64,
+}
+
+/// A participant's DP-released training metrics for one round, sent after their (ε, δ) was
+/// charged to its local ledger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricsUpload {
+    /// The released statistics.
+    pub values: Vec<ReleasedMetric>,
+    /// What the release cost the client (record-level, at its own ledger).
+    pub charged: EpsDelta,
+}
+
 /// A client's privacy spend within one federation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BudgetView {

@@ -6,9 +6,11 @@
 //!   ⌈E / q⌉ compositions of a subsampled Gaussian with rate q (the batch sample rate) and
 //!   noise multiplier σ. The client's sample count is recorded with the entry for audit; the
 //!   bound depends on q and steps only.
-//! - **Client-level, per federation and round**: one subsampled Gaussian with rate q_c (the
-//!   client sampling rate) and noise multiplier z (central noise ÷ update clip), when the
-//!   federation claims client-level DP.
+//! - **Client-level, per federation and round**, when the federation claims client-level DP:
+//!   the noise the round's sum actually carries ([`ClientLevel`]). A plain round is one
+//!   subsampled Gaussian with rate q_c (the client sampling rate) and noise multiplier z
+//!   (central noise ÷ update clip); a secure round is the aggregate Skellam mechanism of the
+//!   clients' calibrated shares, unamplified (see [`client_level`]).
 //!
 //! Each account is stored as serialised accountant state ([`LedgerAccountant`]), so spend
 //! composes across rounds exactly as the accountant composes steps.
@@ -83,6 +85,9 @@ pub trait LedgerAccountant: Sized + Clone {
     fn to_state(&self) -> Result<String, LedgerError>;
     /// Composes `steps` runs of `mechanism`; an error leaves the budget unverifiable.
     fn record(&mut self, mechanism: Mechanism, steps: u64) -> Result<(), LedgerError>;
+    /// Composes one secure round's aggregate Skellam mechanism, by its own RDP at this
+    /// accountant's orders.
+    fn record_skellam(&mut self, charge: &SkellamCharge) -> Result<(), LedgerError>;
     /// ε at `delta` for everything recorded; `f64::INFINITY` if unbounded.
     fn epsilon(&self, delta: f64) -> Result<f64, LedgerError>;
 }
@@ -141,6 +146,13 @@ impl LedgerAccountant for UnamplifiedRdp {
         let sigma2 = mechanism.noise_multiplier * mechanism.noise_multiplier;
         for (r, a) in self.rdp.iter_mut().zip(&self.orders) {
             *r += steps as f64 * a / (2.0 * sigma2);
+        }
+        Ok(())
+    }
+
+    fn record_skellam(&mut self, charge: &SkellamCharge) -> Result<(), LedgerError> {
+        for (r, step) in self.rdp.iter_mut().zip(charge.rdp(&self.orders)?) {
+            *r += step;
         }
         Ok(())
     }
@@ -204,34 +216,25 @@ impl fmt::Display for LedgerError {
 
 impl std::error::Error for LedgerError {}
 
-/// What one round charges, derived from a federation's configuration.
+/// What one round charges each participant (record level), derived from a federation's
+/// configuration. The federation's own charge is a [`ClientLevel`], which for a secure round
+/// depends on who was sampled.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RoundCharge {
     /// Each participant's DP-SGD mechanism.
     pub record_level: Mechanism,
     /// Its composition count per round (⌈E / q⌉).
     pub record_steps: u64,
-    /// The federation's DP-FedAvg mechanism, when client-level DP is claimed.
-    pub client_level: Option<Mechanism>,
 }
 
 impl RoundCharge {
-    /// The charge a round of `config` makes.
+    /// The charge a round of `config` makes to each participant.
     pub fn for_config(config: &TrainingConfig) -> Result<Self, LedgerError> {
         let dp = config.dp_sgd();
         let record_level = Mechanism::new(dp.batch_sample_rate, dp.noise_multiplier)?;
-        let client_level = if config.federation_budget().is_some() {
-            Some(Mechanism::new(
-                config.client_sampling_rate(),
-                config.central_noise_multiplier(),
-            )?)
-        } else {
-            None
-        };
         Ok(Self {
             record_level,
             record_steps: dp.steps_per_round(),
-            client_level,
         })
     }
 }
@@ -280,6 +283,15 @@ pub fn admit<A: LedgerAccountant>(
     mechanism: Mechanism,
     steps: u64,
 ) -> Result<Admitted, Refusal> {
+    admit_with::<A>(account, budget, |acc| acc.record(mechanism, steps))
+}
+
+/// Projects one account through whatever `charge` records and checks it against `budget`.
+fn admit_with<A: LedgerAccountant>(
+    account: Option<&AccountRecord>,
+    budget: EpsDelta,
+    charge: impl FnOnce(&mut A) -> Result<(), LedgerError>,
+) -> Result<Admitted, Refusal> {
     let (mut acc, revision) = match account {
         None => (A::fresh(), 0),
         Some(record) => {
@@ -288,8 +300,7 @@ pub fn admit<A: LedgerAccountant>(
             (acc, record.revision)
         }
     };
-    acc.record(mechanism, steps)
-        .map_err(|e| Refusal::Unverifiable(e.to_string()))?;
+    charge(&mut acc).map_err(|e| Refusal::Unverifiable(e.to_string()))?;
     let projected = acc
         .epsilon(budget.delta())
         .map_err(|e| Refusal::Unverifiable(e.to_string()))?;
@@ -327,19 +338,17 @@ pub fn admit_client<A: LedgerAccountant>(
     )
 }
 
-/// Whether the federation can afford one more round; `Ok(None)` when it claims no
+/// Whether the federation can afford a round charging `charge`; `Ok(None)` when it claims no
 /// client-level DP (nothing to charge).
 pub fn admit_federation<A: LedgerAccountant>(
     federation: &Federation,
     account: Option<&AccountRecord>,
-    charge: &RoundCharge,
+    charge: Option<&ClientLevel>,
 ) -> Result<Option<Admitted>, LedgerError> {
-    let (Some(budget), Some(mechanism)) =
-        (federation.config.federation_budget(), charge.client_level)
-    else {
+    let (Some(budget), Some(charge)) = (federation.config.federation_budget(), charge) else {
         return Ok(None);
     };
-    match admit::<A>(account, budget, mechanism, 1) {
+    match admit_with::<A>(account, budget, |acc| charge.record(acc)) {
         Ok(admitted) => Ok(Some(admitted)),
         Err(Refusal::WouldExceed { projected, budget }) => {
             Err(LedgerError::FederationBudgetExhausted { projected, budget })
@@ -356,6 +365,7 @@ pub fn round_opening(
     number: RoundNumber,
     base_version: VersionNumber,
     charge: &RoundCharge,
+    client_level: Option<&ClientLevel>,
     participants: Vec<(Client, Admitted)>,
     federation_charge: Option<Admitted>,
     stage: RoundStage,
@@ -379,13 +389,13 @@ pub fn round_opening(
         ids.push(client.id.clone());
         client_accounts.push((client.id, admitted.update));
     }
-    let federation_account = match (federation_charge, charge.client_level) {
+    let federation_account = match (federation_charge, client_level) {
         (Some(admitted), Some(mechanism)) => {
             entries.push(LedgerEntry {
                 round: number,
                 subject: LedgerSubject::Federation,
-                sample_rate: mechanism.sample_rate(),
-                noise_multiplier: mechanism.noise_multiplier(),
+                sample_rate: mechanism.entry_sample_rate(),
+                noise_multiplier: mechanism.entry_noise_multiplier(),
                 steps: 1,
                 sample_count: None,
                 epsilon_after: admitted.update.epsilon,
@@ -445,6 +455,11 @@ pub fn client_spends<A: LedgerAccountant>(
         .collect()
 }
 
+pub mod client_level;
+#[cfg(test)]
+mod client_level_tests;
 mod rdp;
 #[cfg(test)]
 mod tests;
+
+pub use client_level::{ClientLevel, SkellamCharge};

@@ -29,6 +29,7 @@ pub mod pki;
 pub mod ratelimit;
 pub mod sampling;
 pub mod scheduler;
+pub mod secure_plan;
 pub mod serve;
 pub mod service;
 pub mod storage;

@@ -2,14 +2,19 @@
 //! together, so that the HTTP orchestrator cannot get the order wrong.
 //!
 //! 1. Refuse if the federation is stopped or a round is in flight.
-//! 2. Client-level admission: if the next round could push the federation past its
-//!    client-level budget (or that account cannot be verified), stop the federation.
+//! 2. Client-level admission of a plain round: if its central Gaussian could push the
+//!    federation past its client-level budget (or that account cannot be verified), stop the
+//!    federation.
 //! 3. Eligibility: enrolled, not revoked, seen within the online window, and the client's
 //!    record-level budget affords the round (an unverifiable account counts as exhausted).
 //! 4. Poisson-sample the eligible at rate q_c from a CSPRNG.
 //! 5. Minimum-clients rule: too few sampled → the round is recorded as aborted, nobody is
-//!    charged or told.
-//! 6. Otherwise one transaction writes the round, its participants, the write-ahead ledger
+//!    charged or told. Likewise when secure aggregation cannot run for that many
+//!    ([`secure_plan::plan`] says why).
+//! 6. Client-level admission of a secure round: its charge is the Skellam noise planned for
+//!    the clients actually sampled, so it is known only now; if it does not fit, stop the
+//!    federation (still nobody charged or told).
+//! 7. Otherwise one transaction writes the round, its participants, the write-ahead ledger
 //!    entries and the new accountant states. Only after it commits may a client see its task.
 //!
 //! Every step runs against `&dyn Storage` and blocks; call it from `spawn_blocking`.
@@ -33,7 +38,8 @@
 //!                "batch_sample_rate": 0.5},
 //!     "client_budget": {"epsilon": 50.0, "delta": 1e-5},
 //!     "client_sampling_rate": 1.0,
-//!     "min_clients": 1
+//!     "min_clients": 1,
+//!     "secure_aggregation": false
 //! }))?;
 //! let new = NewFederation {
 //!     id: FederationId::parse("demo")?,
@@ -52,7 +58,7 @@
 //! let mut sampler = ClientSampler::from_os()?;
 //! let policy = SchedulingPolicy::default();
 //! let RoundStart::Opened { round, .. } =
-//!     open_round::<DefaultAccountant, _>(&store, &mut sampler, &fed.id, &policy, now)?
+//!     open_round::<DefaultAccountant, _>(&store, &mut sampler, &fed.id, &policy, 2, now)?
 //! else {
 //!     panic!("the round should open");
 //! };
@@ -89,8 +95,9 @@ use crate::domain::{
     AbortReason, ClientId, FederationId, FederationState, ModelVersion, Round, RoundStage,
     Timestamp,
 };
-use crate::ledger::{self, LedgerAccountant, LedgerError, RoundCharge};
+use crate::ledger::{self, ClientLevel, LedgerAccountant, LedgerError, RoundCharge};
 use crate::sampling::{self, ClientSampler, Ineligible};
+use crate::secure_plan::{self, SecurePlan};
 use crate::storage::{Storage, StorageError};
 
 /// Scheduling knobs that are the server's, not the federation's.
@@ -123,8 +130,11 @@ pub enum RoundStart {
         base: ModelVersion,
         /// Clients left out, and why (for the dashboard).
         ineligible: Vec<(ClientId, Ineligible)>,
+        /// The secure aggregation plan the round was charged for (`None` for a plain round).
+        secure: Option<Box<SecurePlan>>,
     },
-    /// The round was recorded as aborted before anyone was told (too few sampled).
+    /// The round was recorded as aborted before anyone was told (too few sampled, or secure
+    /// aggregation cannot run for that many).
     Skipped {
         /// The aborted round record.
         round: Round,
@@ -183,12 +193,14 @@ impl From<StorageError> for ScheduleError {
     }
 }
 
-/// Opens the next round of `federation` (see the module docs for the sequence).
+/// Opens the next round of `federation`, whose model has `dimension` parameters (see the
+/// module docs for the sequence).
 pub fn open_round<A: LedgerAccountant, R: CryptoRng>(
     store: &dyn Storage,
     sampler: &mut ClientSampler<R>,
     federation: &FederationId,
     policy: &SchedulingPolicy,
+    dimension: usize,
     now: Timestamp,
 ) -> Result<RoundStart, ScheduleError> {
     let fed = store.federation(federation)?;
@@ -201,20 +213,19 @@ pub fn open_round<A: LedgerAccountant, R: CryptoRng>(
         return Err(ScheduleError::RoundInProgress(Box::new(round)));
     }
     let charge = RoundCharge::for_config(&fed.config).map_err(ScheduleError::Ledger)?;
+    let secure = fed.config.secure_aggregation();
 
     let fed_account = store.federation_account(federation)?;
-    let fed_admitted = match ledger::admit_federation::<A>(&fed, fed_account.as_ref(), &charge) {
-        Ok(admitted) => admitted,
-        Err(
-            e @ (LedgerError::FederationBudgetExhausted { .. }
-            | LedgerError::FederationBudgetUnverifiable(_)),
-        ) => {
-            let reason = e.to_string();
-            store.stop_federation(federation, &reason)?;
-            return Ok(RoundStart::FederationStopped { reason });
+    // A plain round's Gaussian costs the same whoever is sampled: stop before sampling.
+    let mut fed_admitted = None;
+    let mut client_level = None;
+    if !secure {
+        client_level = ClientLevel::for_round(&fed.config, None).map_err(ScheduleError::Ledger)?;
+        match admit_or_stop::<A>(store, &fed, fed_account.as_ref(), client_level.as_ref())? {
+            Ok(admitted) => fed_admitted = admitted,
+            Err(stopped) => return Ok(stopped),
         }
-        Err(e) => return Err(ScheduleError::Ledger(e)),
-    };
+    }
 
     let accounts: HashMap<_, _> = store.client_accounts(federation)?.into_iter().collect();
     let mut eligible = Vec::new();
@@ -237,11 +248,38 @@ pub fn open_round<A: LedgerAccountant, R: CryptoRng>(
         let round = store.record_skipped_round(federation, number, base.version, &reason, now)?;
         return Ok(RoundStart::Skipped { round, ineligible });
     }
+    let plan = if secure {
+        match secure_plan::plan(sampled.len(), dimension, &fed.config) {
+            Ok(plan) => Some(Box::new(plan)),
+            Err(detail) => {
+                let reason = AbortReason::Failed {
+                    detail: format!("secure aggregation cannot run: {detail}"),
+                };
+                let round =
+                    store.record_skipped_round(federation, number, base.version, &reason, now)?;
+                return Ok(RoundStart::Skipped { round, ineligible });
+            }
+        }
+    } else {
+        None
+    };
+    if secure {
+        // The Skellam charge depends on how many were sampled: admit it now, before anyone
+        // is charged or told.
+        let skellam = plan.as_ref().and_then(|p| p.client_level);
+        client_level =
+            ClientLevel::for_round(&fed.config, skellam).map_err(ScheduleError::Ledger)?;
+        match admit_or_stop::<A>(store, &fed, fed_account.as_ref(), client_level.as_ref())? {
+            Ok(admitted) => fed_admitted = admitted,
+            Err(stopped) => return Ok(stopped),
+        }
+    }
     let opening = ledger::round_opening(
         &fed,
         number,
         base.version,
         &charge,
+        client_level.as_ref(),
         sampled,
         fed_admitted,
         policy.first_stage,
@@ -252,7 +290,30 @@ pub fn open_round<A: LedgerAccountant, R: CryptoRng>(
         round,
         base,
         ineligible,
+        secure: plan,
     })
+}
+
+/// The federation's admission of `charge`: `Ok(Ok(admitted))` when it fits (or nothing is
+/// charged), `Ok(Err(stopped))` after stopping a federation that cannot afford it.
+fn admit_or_stop<A: LedgerAccountant>(
+    store: &dyn Storage,
+    fed: &crate::domain::Federation,
+    account: Option<&crate::storage::AccountRecord>,
+    charge: Option<&ClientLevel>,
+) -> Result<Result<Option<ledger::Admitted>, RoundStart>, ScheduleError> {
+    match ledger::admit_federation::<A>(fed, account, charge) {
+        Ok(admitted) => Ok(Ok(admitted)),
+        Err(
+            e @ (LedgerError::FederationBudgetExhausted { .. }
+            | LedgerError::FederationBudgetUnverifiable(_)),
+        ) => {
+            let reason = e.to_string();
+            store.stop_federation(&fed.id, &reason)?;
+            Ok(Err(RoundStart::FederationStopped { reason }))
+        }
+        Err(e) => Err(ScheduleError::Ledger(e)),
+    }
 }
 
 /// Closes a round whose deadline passed with fewer than the minimum updates, recording why;

@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 pub mod dp_sgd;
 pub mod secagg;
 pub mod secure_round;
+pub mod secure_round_train;
 pub mod server;
 
 /// Options of `cohort bench`.
@@ -28,7 +29,8 @@ enum BenchCommand {
     /// server child process; reports round time, upload throughput and the server's peak RSS.
     Server(server::ServerBenchArgs),
     /// One secure round over HTTPS on loopback with N in-process participants: time split
-    /// into SecAgg client work, transfer and SecAgg server work.
+    /// into training, SecAgg client work, transfer and SecAgg server work, optionally beside
+    /// the same round with plain uploads.
     SecureRound(secure_round::SecureRoundArgs),
 }
 

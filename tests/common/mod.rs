@@ -12,9 +12,11 @@ use std::time::Duration;
 use cohort_client::ledger::LocalLedger;
 use cohort_client::participant::https::{HttpsTransport, enrol, https_client};
 use cohort_client::participant::transport::{Call, Transport, TransportError};
-use cohort_client::participant::{LocalTrainer, Participant, RetryPolicy, TrainOutput};
+use cohort_client::participant::{
+    LocalMetrics, LocalTrainer, Participant, RetryPolicy, TrainOutput,
+};
 use cohort_privacy::EpsDelta;
-use cohort_protocol::messages::{Task, TaskPoll, UploadReceipt};
+use cohort_protocol::messages::{MetricsUpload, Task, TaskPoll, UploadReceipt};
 use cohort_protocol::secagg::{
     Directory, PublicKeys, Routed, SharesUpload, StagePoll, StageReceipt, UnmaskList, UnmaskShares,
 };
@@ -238,10 +240,11 @@ pub async fn wait_round(world: &World, url: &str, fed: &str, round: u64, limit: 
     }
 }
 
-/// Updates by formula: client `index` sends `delta(index, round)`.
+/// Updates by formula: client `index` sends `delta(index, round)`, and reports `metrics`.
 pub struct Scripted {
     pub index: usize,
     pub delta: fn(usize, u64) -> Vec<f32>,
+    pub metrics: Option<LocalMetrics>,
 }
 
 impl LocalTrainer for Scripted {
@@ -254,6 +257,10 @@ impl LocalTrainer for Scripted {
 
     fn sample_count(&self) -> u64 {
         100
+    }
+
+    fn metrics(&mut self) -> Option<LocalMetrics> {
+        self.metrics
     }
 }
 
@@ -288,6 +295,9 @@ impl Transport for TestTransport {
     }
     fn upload_plain(&self, round: u64, frame: Vec<u8>, n: u64) -> Call<'_, UploadReceipt> {
         self.inner.upload_plain(round, frame, n)
+    }
+    fn send_metrics(&self, round: u64, metrics: MetricsUpload) -> Call<'_, ()> {
+        self.inner.send_metrics(round, metrics)
     }
     fn send_keys(&self, round: u64, keys: PublicKeys) -> Call<'_, StageReceipt> {
         if self.kill == Some(Kill::Keys) {
@@ -368,13 +378,21 @@ pub async fn participants(
             masked_sent: Arc::new(Mutex::new(Vec::new())),
             hold_unmask: None,
         };
-        let p = Participant::new(transport, Scripted { index, delta }, ledger, fed).with_retry(
-            RetryPolicy {
-                initial: Duration::from_millis(50),
-                max: Duration::from_millis(500),
-                give_up_after: Duration::from_secs(20),
+        let p = Participant::new(
+            transport,
+            Scripted {
+                index,
+                delta,
+                metrics: None,
             },
-        );
+            ledger,
+            fed,
+        )
+        .with_retry(RetryPolicy {
+            initial: Duration::from_millis(50),
+            max: Duration::from_millis(500),
+            give_up_after: Duration::from_secs(20),
+        });
         out.push(p);
     }
     out

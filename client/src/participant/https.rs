@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cohort_protocol::messages::{EnrolRequest, EnrolResponse, TaskPoll, UploadReceipt};
+use cohort_protocol::messages::{
+    EnrolRequest, EnrolResponse, MetricsUpload, TaskPoll, UploadReceipt,
+};
 use cohort_protocol::secagg::{
     Directory, PublicKeys, Routed, SharesUpload, StagePoll, StageReceipt, UnmaskList, UnmaskShares,
 };
@@ -345,6 +347,12 @@ impl Transport for HttpsTransport {
     ) -> Call<'_, UploadReceipt> {
         let url = self.round_url(round, &format!("update?num_examples={num_examples}"));
         self.put_frame(url, frame)
+    }
+
+    fn send_metrics(&self, round: u64, metrics: MetricsUpload) -> Call<'_, ()> {
+        let call =
+            self.post_json::<_, serde_json::Value>(self.round_url(round, "metrics"), metrics);
+        Box::pin(async move { call.await.map(|_| ()) })
     }
 
     fn send_keys(&self, round: u64, keys: PublicKeys) -> Call<'_, StageReceipt> {

@@ -12,6 +12,11 @@ A [`Participant`] polls its federation for a task, and for each task:
 4. runs the SecAgg+ client stages ([`secure::run_secure_round`]), or uploads Δ in the clear when
    the federation opted out of secure aggregation.
 
+With [`Participant::with_metrics_release`], after training it also releases the round's
+training loss, accuracy and example count through `cohort_privacy::release` (opendp's Gaussian
+mechanism): the release's (ε, δ) is charged to the local ledger (fsynced) before any noise is
+drawn, nothing is sent when the ledger refuses, and the noised values go to the server.
+
 All server calls go through the [`Transport`] trait: [`https::HttpsTransport`] over mutual
 TLS, or an in-process implementation for a simulator. Calls are retried with exponential
 backoff and jitter; every message is safe to re-send.
@@ -24,13 +29,15 @@ pub mod transport;
 
 use std::time::{Duration, Instant};
 
+use cohort_privacy::EpsDelta;
+use cohort_privacy::release::{MetricsRelease, ReleaseError, Statistic};
 use cohort_privacy::secagg::SecAggError;
 use cohort_protocol::frame::encode_f32;
-use cohort_protocol::messages::{Task, TaskPoll};
+use cohort_protocol::messages::{MetricsUpload, ReleasedMetric, Task, TaskPoll};
 
 use crate::ledger::{LedgerError, LocalLedger};
 pub use secure::{RetryPolicy, SecureOutcome, SecureReport};
-pub use trainer::{DpSgdTrainer, LocalTrainer, TrainOutput};
+pub use trainer::{DpSgdTrainer, LocalMetrics, LocalTrainer, MAX_RELEASED_LOSS, TrainOutput};
 pub use transport::{Transport, TransportError};
 
 /// Why the participant could not complete an operation.
@@ -105,6 +112,27 @@ pub enum RoundOutcome {
     AlreadyAttempted,
 }
 
+/// The largest example count a client may release (the count's declared upper bound).
+pub const MAX_RELEASED_COUNT: u64 = 10_000_000;
+
+/// What became of a round's metrics release.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum MetricsOutcome {
+    /// No release was asked for.
+    NotRequested,
+    /// The trainer had no metrics to release (nothing charged, nothing sent).
+    Unavailable,
+    /// Charged to the local ledger, then sent.
+    Released(EpsDelta),
+    /// The local ledger refused the charge: nothing was released or sent.
+    Refused(String),
+    /// Charged, but the server did not take it (the charge stands: fail closed).
+    NotSent(String),
+    /// The release could not be prepared (nothing charged, nothing sent).
+    Failed(String),
+}
+
 /// One line's worth of what a round did, with the time split the benchmarks report.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RoundReport {
@@ -124,6 +152,8 @@ pub struct RoundReport {
     pub transfer: Duration,
     /// Time waiting for stages to close.
     pub waiting: Duration,
+    /// The round's metrics release.
+    pub metrics: MetricsOutcome,
 }
 
 /// What one poll found.
@@ -152,6 +182,7 @@ pub struct Participant<T, L> {
     retry: RetryPolicy,
     /// A known seed for the update's encoding randomness (simulations only).
     encoding_seed: Option<[u8; 32]>,
+    metrics_release: Option<EpsDelta>,
 }
 
 impl<T: Transport, L: LocalTrainer> Participant<T, L> {
@@ -164,6 +195,7 @@ impl<T: Transport, L: LocalTrainer> Participant<T, L> {
             federation: federation.to_owned(),
             retry: RetryPolicy::default(),
             encoding_seed: None,
+            metrics_release: None,
         }
     }
 
@@ -172,6 +204,13 @@ impl<T: Transport, L: LocalTrainer> Participant<T, L> {
     /// this client's noise: never use it outside a simulator (grep for `danger`).
     pub fn danger_seed_encoding(mut self, seed: [u8; 32]) -> Self {
         self.encoding_seed = Some(seed);
+        self
+    }
+
+    /// Releases each round's training metrics with DP, spending `per_round` of the local
+    /// budget on them every round (charged before release).
+    pub fn with_metrics_release(mut self, per_round: EpsDelta) -> Self {
+        self.metrics_release = Some(per_round);
         self
     }
 
@@ -210,6 +249,11 @@ impl<T: Transport, L: LocalTrainer> Participant<T, L> {
     /// The transport.
     pub fn transport(&self) -> &T {
         &self.transport
+    }
+
+    /// The trainer, to reconfigure it (tests and simulators).
+    pub fn trainer_mut(&mut self) -> &mut L {
+        &mut self.trainer
     }
 
     /// The transport, to reconfigure it (tests and simulators).
@@ -252,6 +296,53 @@ impl<T: Transport, L: LocalTrainer> Participant<T, L> {
             secagg_compute: Duration::ZERO,
             transfer: Duration::ZERO,
             waiting: Duration::ZERO,
+            metrics: MetricsOutcome::NotRequested,
+        }
+    }
+
+    /// Charges, noises and sends the last training's metrics (see the module docs).
+    async fn release_metrics(&mut self, round: u64, per_round: EpsDelta) -> MetricsOutcome {
+        let Some(m) = self.trainer.metrics() else {
+            return MetricsOutcome::Unavailable;
+        };
+        let n = m.examples.max(1);
+        let prepared = match MetricsRelease::gaussian(per_round)
+            .statistic(Statistic::mean_loss(m.mean_loss, MAX_RELEASED_LOSS, n))
+            .statistic(Statistic::accuracy(m.accuracy, n))
+            .statistic(Statistic::count("examples", m.examples, MAX_RELEASED_COUNT))
+            .prepare()
+        {
+            Ok(p) => p,
+            Err(e) => return MetricsOutcome::Failed(e.to_string()),
+        };
+        let label = format!("{}/metrics", self.label(round));
+        let ledger = &mut self.ledger;
+        let released = match prepared
+            .release_after_charging(|cost| ledger.record_release(&label, cost).map(|_| ()))
+        {
+            Ok(r) => r,
+            Err(ReleaseError::ChargeRefused(why)) => return MetricsOutcome::Refused(why),
+            Err(e) => return MetricsOutcome::Failed(e.to_string()),
+        };
+        let upload = MetricsUpload {
+            values: released
+                .values()
+                .iter()
+                .map(|v| ReleasedMetric {
+                    name: v.name.clone(),
+                    value: v.value,
+                    noise_std: v.noise_std,
+                })
+                .collect(),
+            charged: released.charged(),
+        };
+        match secure::with_retries(&self.retry, || {
+            self.transport.send_metrics(round, upload.clone())
+        })
+        .await
+        {
+            Ok(()) => MetricsOutcome::Released(released.charged()),
+            Err(e) => MetricsOutcome::NotSent(e.to_string()),
         }
     }
 
@@ -291,6 +382,10 @@ impl<T: Transport, L: LocalTrainer> Participant<T, L> {
             .map_err(ParticipantError::Training)?;
         report.training = started.elapsed();
         drop(global);
+        // Before the upload, while the round is certainly still open on the server.
+        if let Some(per_round) = self.metrics_release {
+            report.metrics = self.release_metrics(round, per_round).await;
+        }
 
         match &task.secure_aggregation {
             Some(secagg) => {
@@ -365,9 +460,20 @@ impl std::fmt::Display for RoundReport {
                 "already attempted before a restart; not trained again".to_owned()
             }
         };
+        let metrics = match &self.metrics {
+            MetricsOutcome::NotRequested | MetricsOutcome::Unavailable => String::new(),
+            MetricsOutcome::Released(c) => format!(
+                "; metrics released (epsilon {:.3}, delta {})",
+                c.epsilon(),
+                c.delta()
+            ),
+            MetricsOutcome::Refused(why) => format!("; metrics not released: {why}"),
+            MetricsOutcome::NotSent(why) => format!("; metrics charged but not sent: {why}"),
+            MetricsOutcome::Failed(why) => format!("; metrics not released: {why}"),
+        };
         write!(
             f,
-            "round {}: {what}; local epsilon spent {:.3}; train {:.2}s, secagg {:.2}s, upload {:.2}s, waiting {:.2}s",
+            "round {}: {what}; local epsilon spent {:.3}; train {:.2}s, secagg {:.2}s, upload {:.2}s, waiting {:.2}s{metrics}",
             self.round,
             self.epsilon_spent,
             self.training.as_secs_f64(),

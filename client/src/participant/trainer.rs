@@ -1,13 +1,13 @@
 //! Local training behind a small trait, so the loop does not care how Δ is produced.
 
 use cohort_protocol::messages::Task;
-use tch::Device;
 use tch::nn::VarStore;
+use tch::{Device, Kind, Reduction, TchError, Tensor};
 
 use crate::data::Dataset;
 use crate::dpsgd::{self, ClippingMode, DpConfig, OptimizerConfig};
 use crate::ledger::RdpStepAccountant;
-use crate::model::{self, ModelSpec};
+use crate::model::{self, ModelSpec, Tape};
 use crate::weights;
 
 /// What local training produced.
@@ -20,6 +20,22 @@ pub struct TrainOutput {
     pub num_examples: u64,
 }
 
+/// How the locally trained model does on the client's own data: what a participant may
+/// release (with DP, see `cohort_privacy::release`) after a round.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LocalMetrics {
+    /// Mean cross-entropy, each example's loss clipped to [`MAX_RELEASED_LOSS`] first so that
+    /// the mean's sensitivity is `MAX_RELEASED_LOSS / examples`.
+    pub mean_loss: f64,
+    /// Fraction of examples classified correctly.
+    pub accuracy: f64,
+    /// Examples evaluated.
+    pub examples: u64,
+}
+
+/// The per-example loss bound of [`LocalMetrics::mean_loss`].
+pub const MAX_RELEASED_LOSS: f64 = 10.0;
+
 /// Produces an update from the global model for a task.
 pub trait LocalTrainer: Send {
     /// Trains from `global` (safetensors) as `task` says and returns Δ.
@@ -27,6 +43,12 @@ pub trait LocalTrainer: Send {
 
     /// Records available for training.
     fn sample_count(&self) -> u64;
+
+    /// Metrics of the model the last [`train`](Self::train) produced, if this trainer
+    /// computes them (the default does not, and then nothing is released).
+    fn metrics(&mut self) -> Option<LocalMetrics> {
+        None
+    }
 }
 
 /// DP-SGD on a tch model: the task's σ, C, q and epochs; plain SGD at `learning_rate`.
@@ -36,6 +58,7 @@ pub struct DpSgdTrainer {
     spec: Option<ModelSpec>,
     device: Device,
     learning_rate: f64,
+    last: Option<LocalMetrics>,
 }
 
 impl DpSgdTrainer {
@@ -47,12 +70,57 @@ impl DpSgdTrainer {
             spec,
             device,
             learning_rate,
+            last: None,
         }
     }
 }
 
+/// Loss and accuracy of the model in `weights` on `data`, in batches, without gradients.
+fn evaluate(
+    spec: &ModelSpec,
+    device: Device,
+    weights_bytes: &[u8],
+    data: &Dataset,
+) -> Result<LocalMetrics, String> {
+    let mut vs = VarStore::new(device);
+    let network = model::build(&vs.root(), spec).map_err(|e| e.to_string())?;
+    weights::load_safetensors(&mut vs, weights_bytes).map_err(|e| e.to_string())?;
+    let n = data.len();
+    if n == 0 {
+        return Err("no examples to evaluate".into());
+    }
+    let (mut loss, mut correct) = (0.0, 0.0);
+    tch::no_grad(|| -> Result<(), TchError> {
+        let mut tape = Tape::off();
+        for start in (0..n).step_by(1024) {
+            let len = (n - start).min(1024);
+            let x = data.features.f_narrow(0, start, len)?.f_to_device(device)?;
+            let y = data.labels.f_narrow(0, start, len)?.f_to_device(device)?;
+            let logits = network.forward_t(&x, false, &mut tape)?;
+            loss += logits
+                .f_cross_entropy_loss::<Tensor>(&y, None, Reduction::None, -100, 0.0)?
+                .f_clamp(0.0, MAX_RELEASED_LOSS)?
+                .f_sum(Kind::Double)?
+                .f_double_value(&[])?;
+            correct += logits
+                .f_argmax(-1, false)?
+                .f_eq_tensor(&y)?
+                .f_sum(Kind::Double)?
+                .f_double_value(&[])?;
+        }
+        Ok(())
+    })
+    .map_err(|e| e.to_string())?;
+    Ok(LocalMetrics {
+        mean_loss: loss / n as f64,
+        accuracy: correct / n as f64,
+        examples: n as u64,
+    })
+}
+
 impl LocalTrainer for DpSgdTrainer {
     fn train(&mut self, global: &[u8], task: &Task) -> Result<TrainOutput, String> {
+        self.last = None;
         let spec = match (&self.spec, &task.model_spec) {
             (Some(s), _) => s.clone(),
             (None, Some(v)) => serde_json::from_value::<ModelSpec>(v.clone()).map_err(|e| {
@@ -88,6 +156,8 @@ impl LocalTrainer for DpSgdTrainer {
         }
         drop(trainer);
         let after_bytes = weights::to_safetensors(&vs).map_err(|e| e.to_string())?;
+        // Metrics are optional: a model whose outputs are not class logits simply has none.
+        self.last = evaluate(&spec, self.device, &after_bytes, &self.data).ok();
         let (_, after) = weights::flat_from_safetensors(&after_bytes).map_err(|e| e.to_string())?;
         if after.len() != before.len() {
             return Err(format!(
@@ -104,5 +174,9 @@ impl LocalTrainer for DpSgdTrainer {
 
     fn sample_count(&self) -> u64 {
         self.data.len().max(0) as u64
+    }
+
+    fn metrics(&mut self) -> Option<LocalMetrics> {
+        self.last.take()
     }
 }

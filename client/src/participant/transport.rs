@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use cohort_protocol::messages::{TaskPoll, UploadReceipt};
+use cohort_protocol::messages::{MetricsUpload, TaskPoll, UploadReceipt};
 use cohort_protocol::secagg::{
     Directory, PublicKeys, Routed, SharesUpload, StagePoll, StageReceipt, UnmaskList, UnmaskShares,
 };
@@ -76,6 +76,17 @@ pub trait Transport: Send + Sync {
         frame: Vec<u8>,
         num_examples: u64,
     ) -> Call<'_, UploadReceipt>;
+    /// The round's DP-released training metrics. Transports that cannot carry them keep this
+    /// default, which refuses, so a participant never charges a release it cannot send
+    /// without being told.
+    fn send_metrics(&self, round: u64, metrics: MetricsUpload) -> Call<'_, ()> {
+        let _ = (round, metrics);
+        Box::pin(async {
+            Err(TransportError::Decode(
+                "this transport does not carry released metrics".into(),
+            ))
+        })
+    }
     /// SecAgg stage 1.
     fn send_keys(&self, round: u64, keys: PublicKeys) -> Call<'_, StageReceipt>;
     /// The key directory.

@@ -96,6 +96,10 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/federations/{fed}/budgets", get(handlers::get_budgets))
         .route(
+            "/v1/federations/{fed}/rounds/{round}/metrics",
+            post(secagg::post_metrics),
+        )
+        .route(
             "/v1/federations/{fed}/rounds/{round}/secagg/keys",
             get(secagg::get_keys).post(secagg::post_keys),
         )

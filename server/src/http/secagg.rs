@@ -1,5 +1,6 @@
-//! Thin handlers for the SecAgg+ stages of a secure round; the logic is in
-//! [`crate::service::secagg`]. Every endpoint needs the client certificate, and the sender of
+//! Thin handlers for the SecAgg+ stages of a secure round, and for a participant's released
+//! metrics of a round; the logic is in [`crate::service::secagg`] and
+//! [`crate::service::released`]. Every endpoint needs the client certificate, and the sender of
 //! each message is the certificate's client, never a field of the body.
 //!
 //! | stage | send | poll for the stage's output |
@@ -12,6 +13,7 @@
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
+use cohort_protocol::messages::{MetricsUpload, UploadReceipt};
 use cohort_protocol::secagg::{
     Directory, PublicKeys, Routed, SharesUpload, StagePoll, StageReceipt, UnmaskList, UnmaskShares,
 };
@@ -25,8 +27,16 @@ use crate::domain::{FederationId, RoundNumber};
 type Path = ApiPath<(FederationId, RoundNumber)>;
 type ApiResult<T> = Result<ApiJson<T>, ApiError>;
 
-/// The SecAgg operations, for the OpenAPI document.
+/// The SecAgg operations (and the metrics report), for the OpenAPI document.
 pub const OPERATIONS: &[Operation] = &[
+    (
+        "post",
+        "/v1/federations/{fed}/rounds/{round}/metrics",
+        "A participant's training metrics for the open round, already noised on the client with DP (its local ledger paid the charge); once per client",
+        "client certificate",
+        Some("application/json"),
+        200,
+    ),
     (
         "post",
         "/v1/federations/{fed}/rounds/{round}/secagg/keys",
@@ -84,6 +94,20 @@ pub const OPERATIONS: &[Operation] = &[
         200,
     ),
 ];
+
+/// `POST .../rounds/{round}/metrics`.
+pub async fn post_metrics(
+    State(s): State<AppState>,
+    cert: ClientCert,
+    ApiPath((fed, round)): Path,
+    ApiJson(upload): ApiJson<MetricsUpload>,
+) -> ApiResult<UploadReceipt> {
+    let receipt = s
+        .service
+        .report_metrics(&fed, round, &cert.fingerprint, upload)
+        .await?;
+    Ok(ApiJson(receipt))
+}
 
 /// `POST .../secagg/keys`.
 pub async fn post_keys(

@@ -2,7 +2,7 @@
 
 use cohort_privacy::accounting::{Accountant, RdpAccountant, SubsampledGaussian};
 
-use super::{LedgerAccountant, LedgerError, Mechanism};
+use super::{LedgerAccountant, LedgerError, Mechanism, SkellamCharge};
 
 impl LedgerAccountant for RdpAccountant {
     fn fresh() -> Self {
@@ -23,6 +23,12 @@ impl LedgerAccountant for RdpAccountant {
             .map_err(|e| LedgerError::InvalidMechanism(e.to_string()))?;
         self.step(event, steps);
         Ok(())
+    }
+
+    fn record_skellam(&mut self, charge: &SkellamCharge) -> Result<(), LedgerError> {
+        let per_round = charge.rdp(self.orders())?;
+        self.step_rdp(&per_round, 1)
+            .map_err(|e| LedgerError::InvalidMechanism(e.to_string()))
     }
 
     fn epsilon(&self, delta: f64) -> Result<f64, LedgerError> {

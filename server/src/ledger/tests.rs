@@ -7,10 +7,21 @@ use super::*;
 use crate::domain::{EnrolmentState, FederationState, RoundState, StrategyConfig, Weighting};
 use crate::sampling::{ClientSampler, Ineligible};
 use crate::scheduler::{self, RoundStart, ScheduleError, SchedulingPolicy};
-use crate::storage::tests::{create_fed, enrol, fed_id, open_store, spec};
+use crate::storage::tests::{create_fed, enrol, fed_id, open_store};
 use crate::storage::{RoundCompletion, Storage};
 
 type Acc = DefaultAccountant;
+
+/// Parameters of the model the scheduler is told about.
+const DIM: usize = 1000;
+
+/// The storage tests' federation, with plain (unmasked) rounds: these tests are about the
+/// ledger, and a one-client round cannot run secure aggregation.
+fn spec() -> crate::domain::TrainingConfigSpec {
+    let mut s = crate::storage::tests::spec();
+    s.secure_aggregation = false;
+    s
+}
 
 fn eps(e: f64) -> EpsDelta {
     EpsDelta::new(e, 1e-5).unwrap()
@@ -148,7 +159,7 @@ fn a_client_near_its_budget_is_not_admitted() {
     let mut rounds_with_c1 = 0;
     for _ in 0..3 {
         let start =
-            scheduler::open_round::<Acc, _>(&store, &mut sampler(), &fed_id(), &policy, now)
+            scheduler::open_round::<Acc, _>(&store, &mut sampler(), &fed_id(), &policy, DIM, now)
                 .unwrap();
         let RoundStart::Opened {
             round, ineligible, ..
@@ -211,6 +222,7 @@ fn a_corrupt_account_counts_as_exhausted() {
         &mut sampler(),
         &fed_id(),
         &SchedulingPolicy::default(),
+        DIM,
         now,
     )
     .unwrap();
@@ -227,6 +239,7 @@ fn a_corrupt_account_counts_as_exhausted() {
         &mut sampler(),
         &fed_id(),
         &SchedulingPolicy::default(),
+        DIM,
         now,
     )
     .unwrap();
@@ -273,7 +286,7 @@ fn a_federation_stops_at_its_client_level_budget() {
     let policy = SchedulingPolicy::default();
     for k in 1..=3 {
         let start =
-            scheduler::open_round::<Acc, _>(&store, &mut sampler(), &fed_id(), &policy, now)
+            scheduler::open_round::<Acc, _>(&store, &mut sampler(), &fed_id(), &policy, DIM, now)
                 .unwrap();
         let RoundStart::Opened { round, .. } = start else {
             panic!("round {k}: {start:?}")
@@ -289,7 +302,8 @@ fn a_federation_stops_at_its_client_level_budget() {
         finish(&store, &round, now);
     }
     let start =
-        scheduler::open_round::<Acc, _>(&store, &mut sampler(), &fed_id(), &policy, now).unwrap();
+        scheduler::open_round::<Acc, _>(&store, &mut sampler(), &fed_id(), &policy, DIM, now)
+            .unwrap();
     let RoundStart::FederationStopped { reason } = start else {
         panic!("{start:?}")
     };
@@ -298,8 +312,9 @@ fn a_federation_stops_at_its_client_level_budget() {
         store.federation(&fed_id()).unwrap().state,
         FederationState::Stopped { .. }
     ));
-    let again = scheduler::open_round::<Acc, _>(&store, &mut sampler(), &fed_id(), &policy, now)
-        .unwrap_err();
+    let again =
+        scheduler::open_round::<Acc, _>(&store, &mut sampler(), &fed_id(), &policy, DIM, now)
+            .unwrap_err();
     assert!(matches!(again, ScheduleError::Stopped { .. }));
     assert_eq!(
         store.rounds(&fed_id()).unwrap().len(),
@@ -323,6 +338,7 @@ fn too_few_sampled_skips_without_charging_and_absent_clients_are_not_sampled() {
         &mut sampler(),
         &fed_id(),
         &SchedulingPolicy::default(),
+        DIM,
         now,
     )
     .unwrap();
@@ -361,7 +377,8 @@ fn too_few_sampled_skips_without_charging_and_absent_clients_are_not_sampled() {
         ..Default::default()
     };
     let start =
-        scheduler::open_round::<Acc, _>(&store, &mut sampler(), &fed_id(), &policy, now).unwrap();
+        scheduler::open_round::<Acc, _>(&store, &mut sampler(), &fed_id(), &policy, DIM, now)
+            .unwrap();
     let RoundStart::Opened { round, base, .. } = start else {
         panic!("{start:?}")
     };
@@ -373,8 +390,9 @@ fn too_few_sampled_skips_without_charging_and_absent_clients_are_not_sampled() {
         ),
         (2, 2, 0)
     );
-    let busy = scheduler::open_round::<Acc, _>(&store, &mut sampler(), &fed_id(), &policy, now)
-        .unwrap_err();
+    let busy =
+        scheduler::open_round::<Acc, _>(&store, &mut sampler(), &fed_id(), &policy, DIM, now)
+            .unwrap_err();
     assert!(matches!(busy, ScheduleError::RoundInProgress(_)));
     let aborted = scheduler::abort_if_below_minimum(&store, &fed_id(), &round, 1, 2, now)
         .unwrap()

@@ -3,6 +3,7 @@
 
 pub mod budgets;
 mod noise;
+pub mod released;
 mod rounds;
 pub mod secagg;
 mod spool;
@@ -446,8 +447,11 @@ impl Service {
                 (WireRoundState::Aborted, None, Some(reason.to_string()))
             }
         };
+        let mut metrics = r.metrics.clone();
         let accepted = if r.state.is_in_progress() {
-            self.live_accepted(&r.federation, r.number).await
+            let (accepted, progress) = self.live_progress(&r.federation, r.number).await;
+            metrics.extend(progress);
+            accepted
         } else {
             r.metrics.get("updates_accepted").map_or(0, |v| *v as u32)
         };
@@ -462,7 +466,7 @@ impl Service {
                 .map(wire_client)
                 .collect::<Result<_, _>>()?,
             accepted,
-            metrics: r.metrics.clone(),
+            metrics,
             abort_reason: abort,
             opened_at_ms: u64::try_from(r.opened_at.as_millis()).unwrap_or(0),
             closed_at_ms: r

@@ -60,6 +60,10 @@ pub struct LiveRound {
     opened: Instant,
     bytes: u64,
     template: Task,
+    /// Woken whenever a SecAgg stage closes or the round ends (long-polling clients wait on it).
+    stage_changed: Arc<tokio::sync::Notify>,
+    /// Participants' DP-released metrics so far.
+    released: super::released::ReleasedMetrics,
 }
 
 impl LiveRound {
@@ -69,6 +73,26 @@ impl LiveRound {
             return secure.is_finished();
         }
         now >= self.upload_deadline || self.contributed.len() == self.participants.len()
+    }
+
+    /// Whether `client` was sampled for this round.
+    pub(super) fn is_participant(&self, client: &ClientId) -> bool {
+        self.participants.contains_key(client)
+    }
+
+    /// The participants' released metrics.
+    pub(super) fn released_mut(&mut self) -> &mut super::released::ReleasedMetrics {
+        &mut self.released
+    }
+
+    /// What long polls wait on.
+    pub(super) fn stage_changed(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.stage_changed)
+    }
+
+    /// Whether the round's aggregate has been taken for committing.
+    pub(super) fn finishing(&self) -> bool {
+        self.acc.is_none()
     }
 
     /// The round's secure aggregation, if it uses it.
@@ -126,19 +150,24 @@ impl Service {
         lock(&self.live).get(fed).cloned()
     }
 
-    /// Updates accepted so far in a live round.
-    pub(super) async fn live_accepted(&self, fed: &FederationId, number: RoundNumber) -> u32 {
-        match self.live_round(fed) {
-            Some(lr) => {
-                let g = lr.lock().await;
-                if g.key.round == number {
-                    u32::try_from(g.contributed.len()).unwrap_or(u32::MAX)
-                } else {
-                    0
-                }
-            }
-            None => 0,
+    /// Updates accepted so far in a live round, and for a secure round how many messages each
+    /// SecAgg stage has accepted (`secagg_<stage>_received`), so operators (and tests) can see
+    /// how far a round got.
+    pub(super) async fn live_progress(
+        &self,
+        fed: &FederationId,
+        number: RoundNumber,
+    ) -> (u32, Vec<(String, f64)>) {
+        let Some(lr) = self.live_round(fed) else {
+            return (0, Vec::new());
+        };
+        let g = lr.lock().await;
+        if g.key.round != number {
+            return (0, Vec::new());
         }
+        let accepted = u32::try_from(g.contributed.len()).unwrap_or(u32::MAX);
+        let progress = g.secure().map(SecureRound::received).unwrap_or_default();
+        (accepted, progress)
     }
 
     /// Opens a round now (an admin's trigger, or the timer). The ledger entries of every
@@ -151,6 +180,19 @@ impl Service {
                 detail: format!("federation {fed} is stopped: {reason}"),
             });
         }
+        // A round being committed reads "completed" a moment before its live state is
+        // dropped: wait for that (it is woken on removal) rather than answer 409.
+        if let Some(lr) = self.live_round(fed) {
+            let g = lr.lock().await;
+            if g.finishing() {
+                let changed = g.stage_changed();
+                let removed = changed.notified();
+                tokio::pin!(removed);
+                removed.as_mut().enable();
+                drop(g);
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), removed).await;
+            }
+        }
         if self.live_round(fed).is_some() {
             return Err(ApiError::Conflict {
                 slug: "round-in-progress",
@@ -158,6 +200,7 @@ impl Service {
             });
         }
         let layout = self.layout(fed).await?;
+        let dimension = layout.num_params();
         let policy = SchedulingPolicy {
             online_window: self.settings.online_window,
             ..SchedulingPolicy::default()
@@ -172,6 +215,7 @@ impl Service {
                 &mut sampler,
                 &f,
                 &policy,
+                dimension,
                 Timestamp::now(),
             );
             let entries = match &start {
@@ -189,11 +233,11 @@ impl Service {
         .map_err(ApiError::internal)??;
         let (start, entries) = outcome;
         self.metrics.stage("open", started.elapsed().as_secs_f64());
-        let round = match start {
-            Ok(RoundStart::Opened { round, .. }) => round,
+        let (round, secure_plan) = match start {
+            Ok(RoundStart::Opened { round, secure, .. }) => (round, secure),
             Ok(RoundStart::Skipped { round, .. }) => {
                 self.metrics.round_aborted();
-                tracing::info!(federation = %fed, round = %round.number, "round skipped: too few clients sampled");
+                tracing::info!(federation = %fed, round = %round.number, state = ?round.state, "round skipped before anyone was told");
                 return self.round_view(&round, None).await;
             }
             Ok(RoundStart::FederationStopped { reason }) => {
@@ -261,13 +305,20 @@ impl Service {
             };
         }
         if config.secure_aggregation() {
-            match SecureRound::open(
-                round.number.get(),
-                &round.participants,
-                layout.num_params(),
-                config,
-                task_deadline,
-            ) {
+            // The scheduler planned (and charged) this round for exactly these participants;
+            // a missing or mismatched plan is a bug, and the round aborts rather than run
+            // with noise it was not charged for.
+            let opened = match &secure_plan {
+                Some(plan) => SecureRound::open(
+                    round.number.get(),
+                    &round.participants,
+                    plan,
+                    config,
+                    task_deadline,
+                ),
+                None => Err("the scheduler made no plan for it".to_owned()),
+            };
+            match opened {
                 Ok(secure) => acc = Accumulator::Secure(Box::new(secure)),
                 Err(detail) => {
                     let (f, n) = (fed.clone(), round.number);
@@ -318,6 +369,8 @@ impl Service {
             opened: Instant::now(),
             bytes: 0,
             template,
+            stage_changed: Arc::new(tokio::sync::Notify::new()),
+            released: Default::default(),
         };
         lock(&self.live).insert(fed.clone(), Arc::new(tokio::sync::Mutex::new(live)));
         // Warm the download cache so the participants' concurrent downloads share one copy.
@@ -589,7 +642,7 @@ impl Service {
         let Some(lr) = lock(&self.live).get(fed).cloned() else {
             return Ok(());
         };
-        let (key, base_version, acc, failures, upload_secs, bytes) = {
+        let (key, base_version, acc, failures, upload_secs, bytes, released) = {
             let mut g = lr.lock().await;
             let Some(acc) = g.acc.take() else {
                 return Ok(());
@@ -610,6 +663,7 @@ impl Service {
                 failures,
                 g.opened.elapsed().as_secs_f64(),
                 g.bytes,
+                g.released.summary(),
             )
         };
         self.metrics.stage("upload", upload_secs);
@@ -617,7 +671,7 @@ impl Service {
         let layout = self.layout(fed).await?;
         let min = federation.config.min_clients();
         let received = acc.contributors();
-        let mut secure_metrics: Vec<(String, f64)> = Vec::new();
+        let mut secure_metrics: Vec<(String, f64)> = released;
         if let Accumulator::Secure(s) = &acc {
             for (stage, secs) in s.stage_seconds() {
                 secure_metrics.push((format!("secagg_{}_s", stage.as_str()), *secs));
@@ -715,6 +769,7 @@ impl Service {
         .await
         .map_err(ApiError::internal)?;
         lock(&self.live).remove(fed);
+        lr.lock().await.stage_changed.notify_waiters();
         lock(&self.last_closed).insert(fed.clone(), Instant::now());
         self.metrics
             .stage("commit", started.elapsed().as_secs_f64());

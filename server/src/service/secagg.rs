@@ -21,18 +21,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
-use cohort_privacy::noise::calibration::SkellamPlan;
-use cohort_privacy::noise::quantisation::rounded_l2_norm_bound;
 use cohort_privacy::quantize::Quantizer;
-use cohort_privacy::secagg::params::{self, Requirements};
 use cohort_privacy::secagg::server::Broadcast;
 use cohort_privacy::secagg::{
     Aggregate, ClientMessage, MaskedInput, PeerMisbehaved, RoundConfig, SecAggError, ServerSession,
 };
 use cohort_protocol::frame::{Dtype, FrameView};
 use cohort_protocol::secagg::{
-    Directory, PublicKeys, QuantizerSpec, Routed, SecAggTask, SharesUpload, StagePoll,
-    StageReceipt, UnmaskList, UnmaskShares,
+    Directory, PublicKeys, Routed, SecAggTask, SharesUpload, StagePoll, StageReceipt, UnmaskList,
+    UnmaskShares,
 };
 
 use super::Service;
@@ -44,19 +41,11 @@ use crate::domain::{
 };
 use crate::http::error::ApiError;
 
-/// The dropout fraction SecAgg+'s `(k, t)` are chosen to survive (Bell et al.'s δ).
-pub const TOLERATED_DROPOUT: f64 = 1.0 / 3.0;
-/// The fraction of clients assumed to collude with the server (Bell et al.'s γ).
-pub const TOLERATED_CORRUPTION: f64 = 0.05;
+pub use crate::secure_plan::{SecurePlan, TOLERATED_CORRUPTION, TOLERATED_DROPOUT, plan};
 /// How long a client waits before polling a stage again.
 pub const POLL_RETRY_MS: u64 = 100;
-/// Highest quantisation precision tried (the clip maps to `2^16` steps).
-const MAX_PRECISION_BITS: u32 = 16;
-/// Lowest precision accepted before refusing the round.
-const MIN_PRECISION_BITS: u32 = 6;
-/// Summed noise beyond this many standard deviations would wrap the ring (probability far
-/// below 2^-100 per coordinate).
-const NOISE_HEADROOM_SIGMAS: f64 = 14.0;
+/// How long the server holds a stage poll open waiting for the stage to close.
+const LONG_POLL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The four client stages, plus the end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -166,115 +155,24 @@ fn refusal(e: SecAggError) -> ApiError {
     }
 }
 
-/// The noise, quantiser and `(k, t)` of a round: what [`SecureRound::plan`] decides.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SecurePlan {
-    /// What each participant's task carries (with `client_index` 0).
-    pub task: SecAggTask,
-    /// The fewest survivors for which the noise was calibrated.
-    pub min_survivors: u64,
-    /// The central noise the calibrated shares add up to over `min_survivors` clients, as a
-    /// multiple of the rounded update's L2 sensitivity (≥ the configured multiplier).
-    pub noise_multiplier: f64,
-}
-
-/// Chooses `(k, t)` (see [`TOLERATED_DROPOUT`]; rounds too small for Bell et al.'s bounds get
-/// the complete graph and `t = ⌊n/2⌋ + 1`), the quantiser and the per-client Skellam share for `participants`
-/// clients and a `dimension`-parameter model under `config`.
-///
-/// Noise (when `central_noise_multiplier` z > 0): in quantisation steps an update clipped to
-/// C has L2 norm at most `Δ₂ = 2^p + √d` after stochastic rounding (Kairouz et al. 2021, the
-/// unconditional bound), so the sum needs variance `(z·Δ₂)²`. Clients that drop out take their
-/// share with them; a round completes only with at least `n_min = max(min_clients, t)`
-/// survivors, so each client adds Skellam(μ) with `2μ·n_min ≥ (z·Δ₂)²`. More survivors only
-/// add noise. The ring must hold `n·2^p` plus 14 standard deviations of everyone's noise in
-/// 32 bits; the precision `p` is lowered until it does.
-pub fn plan(
-    participants: usize,
-    dimension: usize,
-    config: &TrainingConfig,
-) -> Result<SecurePlan, String> {
-    let n = participants;
-    if n < 3 {
-        return Err(format!(
-            "secure aggregation needs at least 3 participants; {n} were sampled"
-        ));
-    }
-    let clip = config.update_clip().ok_or_else(|| {
-        "secure aggregation quantises updates to the update clip, and none is set".to_owned()
-    })?;
-    // Bell et al.'s sparse graph where it meets 2^-40 privacy and 2^-20 abort bounds; small
-    // rounds cannot meet them at any (k, t), and take the complete graph with an honest-majority
-    // threshold instead (no coalition of fewer than half the clients can unmask anyone).
-    let (k, t) = match params::choose(&Requirements::new(
-        n,
-        TOLERATED_DROPOUT,
-        TOLERATED_CORRUPTION,
-    )) {
-        Ok(chosen) => (chosen.neighbours, chosen.threshold),
-        Err(_) => (n - 1, n / 2 + 1),
-    };
-    let n_min = (config.min_clients() as usize).max(t).min(n) as u64;
-    let z = config.central_noise_multiplier();
-    for precision in (MIN_PRECISION_BITS..=MAX_PRECISION_BITS).rev() {
-        let steps = (1u64 << precision) as f64;
-        let (mu, headroom, multiplier) = if z > 0.0 {
-            let l2 =
-                rounded_l2_norm_bound(steps, 0.0, dimension as u64).map_err(|e| e.to_string())?;
-            let plan = SkellamPlan::for_central_std(z * l2, n_min).map_err(|e| e.to_string())?;
-            let mu = plan.per_client_mu();
-            let total_std = (2.0 * n as f64 * mu).sqrt();
-            let achieved = (2.0 * n_min as f64 * mu).sqrt() / l2;
-            (
-                mu,
-                (NOISE_HEADROOM_SIGMAS * total_std).ceil() as u64,
-                achieved,
-            )
-        } else {
-            (0.0, 0, 0.0)
-        };
-        let spec = QuantizerSpec {
-            clients: n as u32,
-            clip: clip as f32,
-            precision_bits: precision,
-            noise_headroom: headroom,
-        };
-        let Ok(q) = spec.quantizer() else { continue };
-        if q.bits() > 32 {
-            continue;
-        }
-        return Ok(SecurePlan {
-            task: SecAggTask {
-                client_index: 0,
-                participants: n as u32,
-                dimension: dimension as u64,
-                bits: q.bits(),
-                neighbours: k as u32,
-                threshold: t as u32,
-                quantizer: spec,
-                skellam_mu: mu,
-            },
-            min_survivors: n_min,
-            noise_multiplier: multiplier,
-        });
-    }
-    Err(format!(
-        "{n} participants with this noise do not fit 32-bit secure aggregation lanes even at \
-         {MIN_PRECISION_BITS} precision bits: sample fewer clients or lower the noise"
-    ))
-}
-
 impl SecureRound {
-    /// Opens secure aggregation for round `round` over `participants` (any order), with stage
-    /// 1 due at `keys_due`.
+    /// Opens secure aggregation for round `round` over `participants` (any order) as `plan`
+    /// (made by [`plan`] for this many participants when the round was scheduled and charged),
+    /// with stage 1 due at `keys_due`.
     pub fn open(
         round: u64,
         participants: &[ClientId],
-        dimension: usize,
+        plan: &SecurePlan,
         config: &TrainingConfig,
         keys_due: Timestamp,
     ) -> Result<Self, String> {
-        let plan = plan(participants.len(), dimension, config)?;
+        if plan.task.participants as usize != participants.len() {
+            return Err(format!(
+                "the round's plan is for {} participants, not {}",
+                plan.task.participants,
+                participants.len()
+            ));
+        }
         let round_config = plan.task.round_config(round).map_err(|e| e.to_string())?;
         let session = ServerSession::<u32>::new(round_config).map_err(|e| e.to_string())?;
         let quantizer = plan.task.quantizer.quantizer().map_err(|e| e.to_string())?;
@@ -332,6 +230,23 @@ impl SecureRound {
     /// Adds time spent closing a stage off the lock.
     pub fn add_server_work(&mut self, d: std::time::Duration) {
         self.server_work += d;
+    }
+
+    /// How many messages each client stage has accepted so far, as
+    /// `("secagg_<stage>_received", count)`.
+    pub fn received(&self) -> Vec<(String, f64)> {
+        [
+            SecAggStage::AdvertiseKeys,
+            SecAggStage::ShareKeys,
+            SecAggStage::MaskedInput,
+            SecAggStage::Unmask,
+        ]
+        .into_iter()
+        .map(|stage| {
+            let n = self.accepted.keys().filter(|(s, _)| *s == stage).count();
+            (format!("secagg_{}_received", stage.as_str()), n as f64)
+        })
+        .collect()
     }
 
     /// Seconds each closed stage lasted.
@@ -786,26 +701,50 @@ impl Service {
         Ok(receipt)
     }
 
+    /// A stage poll, held open (long poll) for up to [`LONG_POLL`] while the stage it waits
+    /// for has not closed, so that clients learn of a closed stage at once instead of after
+    /// their retry pause, and 100 waiting clients do not cost the server 1,000 requests a
+    /// second.
     async fn secure_poll<T>(
         &self,
         fed: &FederationId,
         round: RoundNumber,
         fingerprint: &str,
-        poll: impl FnOnce(&SecureRound, &ClientId) -> Result<StagePoll<T>, ApiError>,
+        poll: impl Fn(&SecureRound, &ClientId) -> Result<StagePoll<T>, ApiError>,
     ) -> Result<StagePoll<T>, ApiError> {
-        let (live, client) = self.secure_live(fed, round, fingerprint).await?;
-        let Some(live) = live else {
-            return Ok(StagePoll::Aborted {
-                reason: self.round_over(fed, round).await?,
-            });
-        };
-        let g = live.lock().await;
-        match g.secure() {
-            Some(secure) => poll(secure, &client),
-            None => Err(ApiError::Conflict {
-                slug: "plain-aggregation",
-                detail: format!("federation {fed} does not use secure aggregation"),
-            }),
+        let started = Instant::now();
+        loop {
+            let (live, client) = self.secure_live(fed, round, fingerprint).await?;
+            let Some(live) = live else {
+                return Ok(StagePoll::Aborted {
+                    reason: self.round_over(fed, round).await?,
+                });
+            };
+            let g = live.lock().await;
+            let answer = match g.secure() {
+                Some(secure) => poll(secure, &client)?,
+                // The round is being committed: nothing more to hand out yet.
+                None if g.finishing() => StagePoll::Wait {
+                    retry_after_ms: POLL_RETRY_MS,
+                },
+                None => {
+                    return Err(ApiError::Conflict {
+                        slug: "plain-aggregation",
+                        detail: format!("federation {fed} does not use secure aggregation"),
+                    });
+                }
+            };
+            let left = LONG_POLL.saturating_sub(started.elapsed());
+            if !matches!(answer, StagePoll::Wait { .. }) || left.is_zero() {
+                return Ok(answer);
+            }
+            // Registered before the lock is released, so a close in between still wakes us.
+            let changed = g.stage_changed();
+            let notified = changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            drop(g);
+            let _ = tokio::time::timeout(left, notified).await;
         }
     }
 
@@ -940,14 +879,16 @@ impl Service {
         .and_then(|r| r.map_err(|e| e.to_string()));
         let stage = {
             let mut g = live.lock().await;
-            match g.secure_mut() {
+            let stage = match g.secure_mut() {
                 Some(s) => {
                     s.add_server_work(close_time);
                     s.finish_close(closed, Timestamp::now());
                     s.stage()
                 }
                 None => return,
-            }
+            };
+            g.stage_changed().notify_waiters();
+            stage
         };
         tracing::info!(federation = %fed, round = %number, stage = stage.as_str(), "secagg stage opened");
         let f = fed.clone();

@@ -43,7 +43,7 @@ impl Sim {
         let round = SecureRound::open(
             7,
             &ids,
-            DIM,
+            &plan(n, DIM, &cfg).unwrap(),
             &cfg,
             Timestamp::now().plus(std::time::Duration::from_secs(60)),
         )
@@ -175,7 +175,14 @@ fn run(n: usize, drops: &[(usize, SecAggStage)]) -> (Sim, Result<SecureSum, Stri
     let expected = q.decode(&expected).iter().map(|v| v.to_bits()).collect();
     let round = std::mem::replace(
         &mut sim.round,
-        SecureRound::open(8, &names(3), DIM, &config(2, 0.0), Timestamp::now()).unwrap(),
+        SecureRound::open(
+            8,
+            &names(3),
+            &plan(3, DIM, &config(2, 0.0)).unwrap(),
+            &config(2, 0.0),
+            Timestamp::now(),
+        )
+        .unwrap(),
     );
     let sum = round.into_sum();
     (sim, sum, expected)
@@ -279,7 +286,25 @@ fn plan_refuses_tiny_rounds_and_calibrates_noise_for_the_minimum_survivors() {
     assert!(p.task.skellam_mu > 0.0);
     assert!(p.min_survivors >= 4);
     assert!(p.noise_multiplier >= 1.0, "{}", p.noise_multiplier);
+    let charge = p.client_level.unwrap();
+    assert_eq!(charge.noise_multiplier(), p.noise_multiplier);
+    let p_bits = p.task.quantizer.precision_bits;
+    assert_eq!(
+        charge.l2_sensitivity(),
+        f64::from(1u32 << p_bits) + 1000f64.sqrt()
+    );
+    assert_eq!(
+        charge.central_variance(),
+        2.0 * p.min_survivors as f64 * p.task.skellam_mu
+    );
     let quiet = plan(10, 1000, &config(4, 0.0)).unwrap();
     assert_eq!(quiet.task.skellam_mu, 0.0);
+    assert!(quiet.client_level.is_none());
+    // A plan made for 10 cannot open a round of 9.
+    assert!(
+        SecureRound::open(1, &names(9), &quiet, &config(4, 0.0), Timestamp::now())
+            .unwrap_err()
+            .contains("plan is for 10")
+    );
     assert!(quiet.task.threshold as usize <= quiet.task.neighbours as usize);
 }

@@ -107,6 +107,32 @@ impl RdpAccountant {
         Ok(())
     }
 
+    /// Records `count` runs of a mechanism given by its own per-order RDP, aligned with
+    /// [`orders`](Self::orders).
+    ///
+    /// This is how mechanisms the subsampled-Gaussian formula does not cover (the aggregate
+    /// Skellam noise of distributed DP, `crate::noise::skellam_rdp`) compose in the *same*
+    /// state as the Gaussian steps: RDP adds per order whatever the mechanism. The caller
+    /// vouches that each value upper-bounds the mechanism's RDP at that order. Values must be
+    /// ≥ 0 and not NaN (+∞ means no guarantee at that order); a wrong length or a bad value
+    /// changes nothing and is an error.
+    pub fn step_rdp(&mut self, per_step: &[f64], count: u64) -> Result<(), AccountingError> {
+        if per_step.len() != self.orders.len() {
+            return Err(AccountingError::OrdersMismatch);
+        }
+        if let Some(bad) = per_step.iter().find(|r| r.is_nan() || **r < 0.0) {
+            return Err(AccountingError::CorruptState(format!(
+                "a mechanism's RDP must be >= 0 at every order, got {bad}"
+            )));
+        }
+        if count == 0 {
+            return Ok(());
+        }
+        add_scaled(&mut self.rdp, per_step, count);
+        self.steps = self.steps.saturating_add(count);
+        Ok(())
+    }
+
     /// The RDP vector of one step of `event`, from the cache when possible.
     fn event_rdp(&self, event: SubsampledGaussian) -> Arc<[f64]> {
         if let Some(hit) = self.cache.get(event) {
@@ -359,6 +385,32 @@ mod tests {
         assert_eq!(a.compose(&b), Err(AccountingError::OrdersMismatch));
         assert!(RdpAccountant::with_orders(&[]).is_err());
         assert!(RdpAccountant::with_orders(&[1.0]).is_err());
+    }
+
+    #[test]
+    fn raw_rdp_steps_compose_with_gaussian_steps() {
+        // A Gaussian step given as its own RDP vector composes exactly like the event.
+        let e = event(1.0, 2.0);
+        let mut by_event = RdpAccountant::new();
+        by_event.step(e, 3);
+        let mut by_vector = RdpAccountant::new();
+        let v = rdp_vector(e, by_vector.orders());
+        by_vector.step_rdp(&v, 3).unwrap();
+        assert_eq!(by_event.rdp(), by_vector.rdp());
+        assert_eq!(by_vector.steps(), 3);
+        // Bad input changes nothing.
+        let before = by_vector.rdp().to_vec();
+        assert_eq!(
+            by_vector.step_rdp(&v[1..], 1),
+            Err(AccountingError::OrdersMismatch)
+        );
+        let mut nan = v.clone();
+        nan[4] = f64::NAN;
+        assert!(by_vector.step_rdp(&nan, 1).is_err());
+        let mut negative = v;
+        negative[0] = -1e-9;
+        assert!(by_vector.step_rdp(&negative, 1).is_err());
+        assert_eq!(by_vector.rdp(), &before[..]);
     }
 
     #[test]
