@@ -63,7 +63,8 @@ fn run() -> Result<ExitCode, (u8, String)> {
     let dp = base.training.dp_sgd();
     let q_c = base.training.client_sampling_rate();
     let participations = (1.25 * base.rounds as f64 * q_c).ceil().max(1.0) as u64;
-    let steps_per_round = (f64::from(dp.local_epochs) / dp.batch_sample_rate).ceil() as u64;
+    let steps_per_round =
+        cohort_protocol::messages::dp_sgd_steps_per_round(dp.local_epochs, dp.batch_sample_rate);
     let delta = base.training.client_budget().delta();
     let target = EpsDelta::new(epsilon, delta).map_err(|e| (2, e.to_string()))?;
     let sigma = noise_multiplier_for(

@@ -27,6 +27,25 @@ pub struct DpSgdConfig {
     pub batch_sample_rate: f64,
 }
 
+/// DP-SGD steps in one round of `local_epochs` epochs of Poisson batches at rate `q`: ⌈E/q⌉
+/// (at least 1). The server's ledger, the client's ledger and the trainer all count with this
+/// one function, so a client never trains more steps than it is charged for.
+pub fn dp_sgd_steps_per_round(local_epochs: u32, q: f64) -> u64 {
+    let steps = (f64::from(local_epochs) / q).ceil();
+    // q ≥ tiny and E ≤ u32::MAX keep this finite; clamp anyway so a cast cannot wrap (NaN → 1).
+    if steps.is_nan() {
+        return 1;
+    }
+    steps.clamp(1.0, u64::MAX as f64) as u64
+}
+
+impl DpSgdConfig {
+    /// See [`dp_sgd_steps_per_round`].
+    pub fn steps_per_round(&self) -> u64 {
+        dp_sgd_steps_per_round(self.local_epochs, self.batch_sample_rate)
+    }
+}
+
 /// `POST /v1/federations/{fed}/clients` (admin): register a client and get its one-time token.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -264,5 +283,14 @@ mod tests {
         let s = serde_json::to_string(&w).unwrap();
         assert_eq!(s, r#"{"kind":"wait","retry_after_s":5}"#);
         assert_eq!(serde_json::from_str::<TaskPoll>(&s).unwrap(), w);
+    }
+
+    #[test]
+    fn a_round_has_ceil_e_over_q_steps() {
+        assert_eq!(dp_sgd_steps_per_round(1, 0.25), 4);
+        assert_eq!(dp_sgd_steps_per_round(2, 0.3), 7, "not 2 x ceil(1/0.3) = 8");
+        assert_eq!(dp_sgd_steps_per_round(3, 1.0), 3);
+        assert_eq!(dp_sgd_steps_per_round(1, 2.0), 1, "at least one step");
+        assert_eq!(dp_sgd_steps_per_round(1, f64::NAN), 1);
     }
 }

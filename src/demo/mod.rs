@@ -179,13 +179,14 @@ pub struct DpPlan {
 /// ledger and each hospital's local ledger use.
 pub fn plan_dp(config: &DemoConfig, smallest_train: i64) -> Result<DpPlan, DemoError> {
     let t = &config.training;
-    // q = 1/k: the client trains E·⌈1/q⌉ steps per round while both ledgers charge ⌈E/q⌉;
-    // with 1/q whole the two agree for every E.
+    // q = 1/k, so that a round is E whole epochs of k Poisson batches: ⌈E/q⌉ = E·k steps,
+    // which the hospitals train and both ledgers charge.
     let batches = (smallest_train.max(1) as f64 / t.batch_size)
         .round()
         .max(1.0);
     let sample_rate = 1.0 / batches;
-    let steps_per_round = (f64::from(t.local_epochs) / sample_rate).ceil().max(1.0) as u64;
+    let steps_per_round =
+        cohort_protocol::messages::dp_sgd_steps_per_round(t.local_epochs, sample_rate);
     let noise_multiplier = match t.noise_multiplier {
         Some(s) => s,
         None => {

@@ -198,11 +198,11 @@ impl SimTrainer {
             seeds::derive(s, "batches", self.round, self.index),
         )
         .map_err(|e| e.to_string())?;
-        for _ in 0..dp.local_epochs {
-            trainer
-                .train_epoch(&data, |_| {})
-                .map_err(|e| e.to_string())?;
-        }
+        // Exactly the steps both ledgers charge (⌈E/q⌉), not E whole epochs of ⌈1/q⌉ steps,
+        // which is more whenever 1/q is not a whole number.
+        trainer
+            .train_steps(&data, dp.steps_per_round(), |_| {})
+            .map_err(|e| e.to_string())?;
         drop(trainer);
         let after_bytes = weights::to_safetensors(&vs).map_err(|e| e.to_string())?;
         let (_, after) = weights::flat_from_safetensors(&after_bytes).map_err(|e| e.to_string())?;

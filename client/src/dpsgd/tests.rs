@@ -517,3 +517,33 @@ fn private_training_learns_separable_data_and_charges_every_step() {
     let acc = accuracy(trainer.network(), &data, 128).unwrap();
     assert!(acc > 0.85, "accuracy {acc}");
 }
+
+/// Regression (found by the demo): a round of E epochs at rate q is charged ⌈E/q⌉ steps by both
+/// ledgers, and `train_steps` trains exactly that many — E whole epochs of ⌈1/q⌉ steps would be
+/// one step more than charged at q = 0.3, E = 2.
+#[test]
+fn a_round_trains_exactly_the_steps_its_ledgers_charge() {
+    let n = 40;
+    let data = crate::data::Dataset {
+        features: Tensor::randn([n, 4], (Kind::Float, Device::Cpu)),
+        labels: Tensor::zeros([n], (Kind::Int64, Device::Cpu)),
+        num_classes: 2,
+    };
+    let (epochs, q) = (2, 0.3);
+    let charged = cohort_protocol::messages::dp_sgd_steps_per_round(epochs, q);
+    assert_eq!(charged, 7);
+    let mut trainer = trainer_for(
+        &ModelSpec::mlp(4, &[3], 2),
+        DpConfig {
+            noise_multiplier: 1.0,
+            max_grad_norm: 1.0,
+            sample_rate: q,
+            clipping: ClippingMode::Auto,
+        },
+        n,
+    );
+    let mut seen = 0;
+    let report = trainer.train_steps(&data, charged, |_| seen += 1).unwrap();
+    assert_eq!((report.steps, seen, trainer.steps()), (7, 7, 7));
+    assert_eq!(trainer.epsilon(1e-5), Some(7.0), "one charge per step");
+}

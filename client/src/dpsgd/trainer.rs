@@ -205,9 +205,21 @@ impl<N: Network> PrivateTrainer<N> {
     pub fn train_epoch(
         &mut self,
         data: &Dataset,
-        mut on_step: impl FnMut(&StepReport),
+        on_step: impl FnMut(&StepReport),
     ) -> Result<EpochReport, DpError> {
         let steps = self.sampler.steps_per_epoch();
+        self.train_steps(data, steps as u64, on_step)
+    }
+
+    /// Exactly `steps` Poisson batches: what a ledger that charged `steps` steps allows.
+    pub fn train_steps(
+        &mut self,
+        data: &Dataset,
+        steps: u64,
+        mut on_step: impl FnMut(&StepReport),
+    ) -> Result<EpochReport, DpError> {
+        let steps = usize::try_from(steps)
+            .map_err(|_| DpError::InvalidConfig(format!("{steps} steps do not fit in memory")))?;
         let mut examples = 0;
         let mut loss = 0.0;
         for _ in 0..steps {

@@ -228,9 +228,7 @@ impl<T: Transport, L: LocalTrainer> Participant<T, L> {
     /// Why this client cannot afford another round of the given DP-SGD settings under its
     /// local budget, if it cannot (what `cohort join` prints when it stops).
     pub fn local_refusal(&self, dp: &cohort_protocol::messages::DpSgdConfig) -> Option<String> {
-        let steps = (f64::from(dp.local_epochs) / dp.batch_sample_rate)
-            .ceil()
-            .max(1.0) as u64;
+        let steps = dp.steps_per_round();
         let budget = self.ledger.budget();
         match self
             .ledger
@@ -354,9 +352,7 @@ impl<T: Transport, L: LocalTrainer> Participant<T, L> {
             return Ok(self.report(round, RoundOutcome::AlreadyAttempted));
         }
         let dp = task.dp_sgd;
-        let steps = (f64::from(dp.local_epochs) / dp.batch_sample_rate)
-            .ceil()
-            .max(1.0) as u64;
+        let steps = dp.steps_per_round();
         match self
             .ledger
             .reserve(&label, dp.noise_multiplier, dp.batch_sample_rate, steps)

@@ -149,11 +149,11 @@ impl LocalTrainer for DpSgdTrainer {
             Box::new(RdpStepAccountant::new()),
         )
         .map_err(|e| e.to_string())?;
-        for _ in 0..dp.local_epochs {
-            trainer
-                .train_epoch(&self.data, |_| {})
-                .map_err(|e| e.to_string())?;
-        }
+        // Exactly the steps both ledgers charge (⌈E/q⌉), not E whole epochs of ⌈1/q⌉ steps,
+        // which is more whenever 1/q is not a whole number.
+        trainer
+            .train_steps(&self.data, dp.steps_per_round(), |_| {})
+            .map_err(|e| e.to_string())?;
         drop(trainer);
         let after_bytes = weights::to_safetensors(&vs).map_err(|e| e.to_string())?;
         // Metrics are optional: a model whose outputs are not class logits simply has none.

@@ -42,9 +42,7 @@ impl DpSgdConfig {
     /// DP-SGD steps per round: ⌈E / q⌉, the number of Poisson batches that E epochs take
     /// in expectation. The accountant composes this many subsampled Gaussian steps.
     pub fn steps_per_round(&self) -> u64 {
-        let steps = (f64::from(self.local_epochs) / self.batch_sample_rate).ceil();
-        // q ≥ tiny and E ≤ u32::MAX keep this finite; clamp anyway so a cast cannot wrap.
-        steps.clamp(1.0, u64::MAX as f64) as u64
+        cohort_protocol::messages::dp_sgd_steps_per_round(self.local_epochs, self.batch_sample_rate)
     }
 }
 
