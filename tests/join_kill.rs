@@ -210,9 +210,19 @@ async fn cohort_join_processes_killed_after_sending_keys_leave_a_correct_or_abor
         kill(child);
     }
     let done = wait_round(&world, &server.url, "kill", round, Duration::from_secs(60)).await;
-    assert_eq!(done["state"], "aborted", "{done}");
-    let reason = done["abort_reason"].as_str().unwrap();
-    assert!(reason.contains("secure aggregation aborted"), "{reason}");
+    // On an idle machine the remaining stages can close within milliseconds of the last key,
+    // so the kills may land after the round already finished with every input: then it must
+    // have completed with all six, never with fewer than t. (The abort of a round left with
+    // fewer than t survivors at each stage is also covered, deterministically, in
+    // tests/secure_rounds.rs.)
+    match done["state"].as_str() {
+        Some("aborted") => {
+            let reason = done["abort_reason"].as_str().unwrap();
+            assert!(reason.contains("secure aggregation aborted"), "{reason}");
+        }
+        Some("completed") => assert_eq!(done["accepted"], 6, "{done}"),
+        _ => panic!("the round neither completed nor aborted: {done}"),
+    }
     drop(children);
     server.stop().await;
 }
