@@ -9,14 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cohort_client::data::Dataset;
-use cohort_client::dpsgd::{self, ClippingMode, DpConfig, OptimizerConfig, danger};
-use cohort_client::ledger::{LocalLedger, RdpStepAccountant};
-use cohort_client::model::{self, ModelSpec};
+use cohort_client::dpsgd::danger;
+use cohort_client::ledger::LocalLedger;
+use cohort_client::model::ModelSpec;
 use cohort_client::participant::transport::{Call, Transport, TransportError};
 use cohort_client::participant::{
-    LocalTrainer, Participant, Poll, RetryPolicy, RoundReport, TrainOutput,
+    LocalTrainer, Participant, Poll, RetryPolicy, RoundReport, TrainOutput, train_round,
 };
-use cohort_client::weights;
 use cohort_privacy::EpsDelta;
 use cohort_protocol::messages::{Task, TaskPoll, UploadReceipt};
 use cohort_protocol::secagg::{
@@ -167,52 +166,26 @@ impl SimTrainer {
                 .map_err(|_| "the shared data set is poisoned".to_owned())?;
             all.select(indices).map_err(|e| e.to_string())?
         };
-        let mut vs = tch::nn::VarStore::new(tch::Device::Cpu);
-        let network = model::build(&vs.root(), &self.shared.spec).map_err(|e| e.to_string())?;
-        weights::load_safetensors(&mut vs, global).map_err(|e| e.to_string())?;
-        let (_, before) = weights::flat_from_safetensors(global).map_err(|e| e.to_string())?;
-        let dp = task.dp_sgd;
-        let config = DpConfig {
-            noise_multiplier: dp.noise_multiplier,
-            max_grad_norm: dp.clip_norm,
-            sample_rate: dp.batch_sample_rate,
-            clipping: ClippingMode::Auto,
-        };
-        let mut trainer = dpsgd::make_private(
-            network,
-            OptimizerConfig::sgd(self.shared.learning_rate, 0.0).build(),
-            config,
-            data.len(),
-            Box::new(RdpStepAccountant::new()),
-        )
-        .map_err(|e| e.to_string())?;
-        let s = self.shared.seed;
-        danger::replace_noise(
-            &mut trainer,
-            Box::new(danger::seeded_gaussian(seeds::derive(
-                s, "noise", self.round, self.index,
-            ))),
-        );
-        danger::seed_sampler(
-            &mut trainer,
-            seeds::derive(s, "batches", self.round, self.index),
-        )
-        .map_err(|e| e.to_string())?;
-        // Exactly the steps both ledgers charge (⌈E/q⌉), not E whole epochs of ⌈1/q⌉ steps,
-        // which is more whenever 1/q is not a whole number.
-        trainer
-            .train_steps(&data, dp.steps_per_round(), |_| {})
-            .map_err(|e| e.to_string())?;
-        drop(trainer);
-        let after_bytes = weights::to_safetensors(&vs).map_err(|e| e.to_string())?;
-        let (_, after) = weights::flat_from_safetensors(&after_bytes).map_err(|e| e.to_string())?;
-        if after.len() != before.len() {
-            return Err("the trained model changed size".into());
-        }
-        Ok(TrainOutput {
-            delta: after.iter().zip(&before).map(|(a, b)| a - b).collect(),
-            num_examples: data.len().max(0) as u64,
-        })
+        let (round, index, seed) = (self.round, self.index, self.shared.seed);
+        let (output, _) = train_round(
+            &self.shared.spec,
+            tch::Device::Cpu,
+            self.shared.learning_rate,
+            &data,
+            global,
+            task,
+            |trainer| {
+                danger::replace_noise(
+                    trainer,
+                    Box::new(danger::seeded_gaussian(seeds::derive(
+                        seed, "noise", round, index,
+                    ))),
+                );
+                danger::seed_sampler(trainer, seeds::derive(seed, "batches", round, index))
+                    .map_err(|e| e.to_string())
+            },
+        )?;
+        Ok(output)
     }
 }
 

@@ -37,7 +37,9 @@ use cohort_protocol::messages::{MetricsUpload, ReleasedMetric, Task, TaskPoll};
 
 use crate::ledger::{LedgerError, LocalLedger};
 pub use secure::{RetryPolicy, SecureOutcome, SecureReport};
-pub use trainer::{DpSgdTrainer, LocalMetrics, LocalTrainer, MAX_RELEASED_LOSS, TrainOutput};
+pub use trainer::{
+    DpSgdTrainer, LocalMetrics, LocalTrainer, MAX_RELEASED_LOSS, TrainOutput, train_round,
+};
 pub use transport::{Transport, TransportError};
 
 /// Why the participant could not complete an operation.

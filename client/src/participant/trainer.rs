@@ -5,7 +5,7 @@ use tch::nn::VarStore;
 use tch::{Device, Kind, Reduction, TchError, Tensor};
 
 use crate::data::Dataset;
-use crate::dpsgd::{self, ClippingMode, DpConfig, OptimizerConfig};
+use crate::dpsgd::{self, ClippingMode, DpConfig, OptimizerConfig, PrivateTrainer};
 use crate::ledger::RdpStepAccountant;
 use crate::model::{self, ModelSpec, Tape};
 use crate::weights;
@@ -118,6 +118,61 @@ fn evaluate(
     })
 }
 
+/// One round of local DP-SGD from the `global` weights, as every trainer runs it (a hospital's
+/// [`DpSgdTrainer`], the simulator's virtual clients): the model built from `spec`, exactly the
+/// ⌈E/q⌉ steps both ledgers charge (not E whole epochs of ⌈1/q⌉ steps, which is more whenever
+/// 1/q is not a whole number), and Δ in the model file's order. `prepare` may adjust the
+/// private trainer before it trains (the simulator seeds its noise and sampling). Returns Δ and
+/// the trained weights as safetensors.
+pub fn train_round(
+    spec: &ModelSpec,
+    device: Device,
+    learning_rate: f64,
+    data: &Dataset,
+    global: &[u8],
+    task: &Task,
+    prepare: impl FnOnce(&mut PrivateTrainer<model::Model>) -> Result<(), String>,
+) -> Result<(TrainOutput, Vec<u8>), String> {
+    let mut vs = VarStore::new(device);
+    let network = model::build(&vs.root(), spec).map_err(|e| e.to_string())?;
+    weights::load_safetensors(&mut vs, global).map_err(|e| e.to_string())?;
+    let (_, before) = weights::flat_from_safetensors(global).map_err(|e| e.to_string())?;
+    let dp = task.dp_sgd;
+    let config = DpConfig {
+        noise_multiplier: dp.noise_multiplier,
+        max_grad_norm: dp.clip_norm,
+        sample_rate: dp.batch_sample_rate,
+        clipping: ClippingMode::Auto,
+    };
+    let mut trainer = dpsgd::make_private(
+        network,
+        OptimizerConfig::sgd(learning_rate, 0.0).build(),
+        config,
+        data.len(),
+        Box::new(RdpStepAccountant::new()),
+    )
+    .map_err(|e| e.to_string())?;
+    prepare(&mut trainer)?;
+    trainer
+        .train_steps(data, dp.steps_per_round(), |_| {})
+        .map_err(|e| e.to_string())?;
+    drop(trainer);
+    let after_bytes = weights::to_safetensors(&vs).map_err(|e| e.to_string())?;
+    let (_, after) = weights::flat_from_safetensors(&after_bytes).map_err(|e| e.to_string())?;
+    if after.len() != before.len() {
+        return Err(format!(
+            "the trained model has {} parameters, the global model {}",
+            after.len(),
+            before.len()
+        ));
+    }
+    let output = TrainOutput {
+        delta: after.iter().zip(&before).map(|(a, b)| a - b).collect(),
+        num_examples: data.len().max(0) as u64,
+    };
+    Ok((output, after_bytes))
+}
+
 impl LocalTrainer for DpSgdTrainer {
     fn train(&mut self, global: &[u8], task: &Task) -> Result<TrainOutput, String> {
         self.last = None;
@@ -130,46 +185,18 @@ impl LocalTrainer for DpSgdTrainer {
                 return Err("the task carries no model_spec and none was given locally".into());
             }
         };
-        let mut vs = VarStore::new(self.device);
-        let network = model::build(&vs.root(), &spec).map_err(|e| e.to_string())?;
-        weights::load_safetensors(&mut vs, global).map_err(|e| e.to_string())?;
-        let (_, before) = weights::flat_from_safetensors(global).map_err(|e| e.to_string())?;
-        let dp = task.dp_sgd;
-        let config = DpConfig {
-            noise_multiplier: dp.noise_multiplier,
-            max_grad_norm: dp.clip_norm,
-            sample_rate: dp.batch_sample_rate,
-            clipping: ClippingMode::Auto,
-        };
-        let mut trainer = dpsgd::make_private(
-            network,
-            OptimizerConfig::sgd(self.learning_rate, 0.0).build(),
-            config,
-            self.data.len(),
-            Box::new(RdpStepAccountant::new()),
-        )
-        .map_err(|e| e.to_string())?;
-        // Exactly the steps both ledgers charge (⌈E/q⌉), not E whole epochs of ⌈1/q⌉ steps,
-        // which is more whenever 1/q is not a whole number.
-        trainer
-            .train_steps(&self.data, dp.steps_per_round(), |_| {})
-            .map_err(|e| e.to_string())?;
-        drop(trainer);
-        let after_bytes = weights::to_safetensors(&vs).map_err(|e| e.to_string())?;
+        let (output, after_bytes) = train_round(
+            &spec,
+            self.device,
+            self.learning_rate,
+            &self.data,
+            global,
+            task,
+            |_| Ok(()),
+        )?;
         // Metrics are optional: a model whose outputs are not class logits simply has none.
         self.last = evaluate(&spec, self.device, &after_bytes, &self.data).ok();
-        let (_, after) = weights::flat_from_safetensors(&after_bytes).map_err(|e| e.to_string())?;
-        if after.len() != before.len() {
-            return Err(format!(
-                "the trained model has {} parameters, the global model {}",
-                after.len(),
-                before.len()
-            ));
-        }
-        Ok(TrainOutput {
-            delta: after.iter().zip(&before).map(|(a, b)| a - b).collect(),
-            num_examples: self.data.len().max(0) as u64,
-        })
+        Ok(output)
     }
 
     fn sample_count(&self) -> u64 {
