@@ -89,7 +89,11 @@ async fn wait_keys(world: &World, url: &str, round: u64) {
         if r["metrics"]["secagg_advertise_keys_received"].as_f64() == Some(CLIENTS as f64) {
             return;
         }
-        assert!(r["state"] == "open", "{r}");
+        // On an idle machine the round can finish between two polls: every key was in then.
+        if r["state"] != "open" {
+            assert_eq!(r["state"], "completed", "{r}");
+            return;
+        }
         assert!(started.elapsed() < Duration::from_secs(60), "{r}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
