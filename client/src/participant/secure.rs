@@ -414,30 +414,6 @@ pub async fn finish_secure_round<T: Transport + ?Sized>(
     Ok(report)
 }
 
-/// All four stages with an input known from the start ([`share_keys`] then
-/// [`finish_secure_round`]); a participant that trains calls the two halves around training.
-pub async fn run_secure_round<T: Transport + ?Sized>(
-    transport: &T,
-    round: u64,
-    task: &SecAggTask,
-    mut input: Vec<u32>,
-    policy: &RetryPolicy,
-) -> Result<SecureReport, ParticipantError> {
-    match share_keys(transport, round, task, policy).await {
-        Ok(KeyExchange::Shared(keys)) => {
-            finish_secure_round(transport, task, keys, input, policy).await
-        }
-        Ok(KeyExchange::Dropped(report)) => {
-            input.zeroize();
-            Ok(report)
-        }
-        Err(e) => {
-            input.zeroize();
-            Err(e)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
