@@ -569,10 +569,7 @@ impl ClientSession {
 
     /// Masks `input` (already quantised into `Z_{2^bits}`) once the shares are routed, and
     /// returns the masked-input message. In any other stage `input` is zeroized and refused.
-    pub fn mask<L: Lane>(
-        self,
-        mut input: Vec<L>,
-    ) -> Result<(Self, ClientMessage<L>), SecAggError> {
+    pub fn mask<L: Lane>(self, mut input: Vec<L>) -> Result<(Self, ClientMessage<L>), SecAggError> {
         match self {
             ClientSession::AwaitingInput(stage) => {
                 let (next, out) = stage.mask(input)?;
