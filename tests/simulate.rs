@@ -316,7 +316,7 @@ min_clients = 3
 update_clip = 1.0
 client_budget = {{ epsilon = 50.0, delta = 1e-5 }}
 dp_sgd = {{ noise_multiplier = 1.0, clip_norm = 1.0, local_epochs = 1, batch_sample_rate = 0.25 }}
-deadlines = {{ training_s = 60, key_exchange_s = 30, upload_s = 3, unmask_s = 30 }}
+deadlines = {{ training_s = 5, key_exchange_s = 30, upload_s = 3, unmask_s = 30 }}
 "#
     );
     let config = config::from_toml(&text, &[], None, "faults").unwrap();

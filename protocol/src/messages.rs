@@ -173,7 +173,8 @@ pub struct Task {
     pub proximal_mu: Option<f64>,
     /// Number of elements the update frame must hold.
     pub num_params: u64,
-    /// Unix milliseconds by which the update must arrive.
+    /// Unix milliseconds by which the update must arrive. A secure round's masked input is due
+    /// `training_s + upload_s` after its share stage closes, which is never earlier.
     pub upload_deadline_ms: u64,
     /// The client's record-level ε after this round (at its budget's δ), as the server's
     /// ledger recorded it before handing out the task.

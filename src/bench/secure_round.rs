@@ -13,6 +13,7 @@
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -29,6 +30,7 @@ use cohort_server::config::ServerConfig;
 use cohort_server::pki::PkiDir;
 use cohort_server::serve::Server;
 use serde_json::{Value, json};
+use tokio::sync::Semaphore;
 
 use super::secure_round_train::{self as train, BlockingTrainer};
 
@@ -47,6 +49,11 @@ pub struct SecureRoundArgs {
     /// Examples per client with `--train`.
     #[arg(long, default_value_t = 600)]
     examples: i64,
+    /// With `--train`: at most this many clients train at once (the others wait for a slot),
+    /// as `cohort simulate`'s `workers`; unlimited by default. Tells the cost of 100 trainings
+    /// contending for the cores apart from the cost of secure aggregation.
+    #[arg(long)]
+    train_slots: Option<usize>,
     /// Also run the same round with plain (unmasked) uploads, side by side.
     #[arg(long)]
     compare_plain: bool,
@@ -292,6 +299,7 @@ fn trainers(
     spec: &Value,
     clients: usize,
     params: usize,
+    slots: Option<&Arc<Semaphore>>,
 ) -> Result<Vec<BenchTrainer>, String> {
     let Some(data) = data else {
         return Ok((0..clients)
@@ -304,7 +312,7 @@ fn trainers(
         .iter()
         .map(|d| {
             let t = DpSgdTrainer::new(train::share(d), Some(spec.clone()), tch::Device::Cpu, 0.1);
-            BenchTrainer::DpSgd(BlockingTrainer(t))
+            BenchTrainer::DpSgd(BlockingTrainer(t, slots.cloned()))
         })
         .collect())
 }
@@ -365,6 +373,7 @@ async fn measure(args: &SecureRoundArgs, dir: &Path, b: &Bench) -> Result<Value,
         let weights = cohort_server::model::single_tensor(&vec![0.0; args.params]);
         (weights, json!({}), None, args.params)
     };
+    let slots = args.train_slots.map(|n| Arc::new(Semaphore::new(n.max(1))));
     let mut secure = b
         .federation(
             dir,
@@ -372,7 +381,7 @@ async fn measure(args: &SecureRoundArgs, dir: &Path, b: &Bench) -> Result<Value,
             true,
             weights.clone(),
             spec.clone(),
-            trainers(data.as_deref(), &spec, args.clients, params)?,
+            trainers(data.as_deref(), &spec, args.clients, params, slots.as_ref())?,
         )
         .await?;
     let mut plain = if args.compare_plain {
@@ -382,7 +391,7 @@ async fn measure(args: &SecureRoundArgs, dir: &Path, b: &Bench) -> Result<Value,
             false,
             weights,
             spec.clone(),
-            trainers(data.as_deref(), &spec, args.clients, params)?,
+            trainers(data.as_deref(), &spec, args.clients, params, slots.as_ref())?,
         )
         .await?
     } else {
@@ -434,6 +443,7 @@ async fn measure(args: &SecureRoundArgs, dir: &Path, b: &Bench) -> Result<Value,
         "train": args.train,
         "examples_per_client": if args.train { json!(args.examples) } else { Value::Null },
         "threads": tch::get_num_threads(),
+        "train_slots": args.train_slots,
         "secure_round_s_mean": secure_s / n,
         "rounds": rounds,
     });

@@ -6,12 +6,15 @@
 //! learn and costs what it costs on MNIST-shaped batches. The round's timing does not depend on
 //! what the pixels mean.
 
+use std::sync::Arc;
+
 use cohort_client::data::Dataset;
 use cohort_client::model::{self, ModelSpec};
 use cohort_client::participant::{DpSgdTrainer, LocalTrainer, TrainOutput};
 use cohort_client::weights;
 use cohort_protocol::messages::Task;
 use tch::{Device, Kind, Tensor};
+use tokio::sync::Semaphore;
 
 /// Features per example (28 × 28).
 pub const FEATURES: i64 = 784;
@@ -65,13 +68,24 @@ pub fn share(data: &Dataset) -> Dataset {
 }
 
 /// A `DpSgdTrainer` that tells the async runtime it is about to block, so that 100 clients
-/// training in one process do not starve the in-process server of worker threads.
+/// training in one process do not starve the in-process server of worker threads; with a
+/// semaphore, it trains only once it holds one of its slots.
 #[derive(Debug)]
-pub struct BlockingTrainer(pub DpSgdTrainer);
+pub struct BlockingTrainer(pub DpSgdTrainer, pub Option<Arc<Semaphore>>);
 
 impl LocalTrainer for BlockingTrainer {
     fn train(&mut self, global: &[u8], task: &Task) -> Result<TrainOutput, String> {
-        tokio::task::block_in_place(|| self.0.train(global, task))
+        tokio::task::block_in_place(|| {
+            let _slot = match &self.1 {
+                Some(slots) => Some(
+                    tokio::runtime::Handle::current()
+                        .block_on(slots.clone().acquire_owned())
+                        .map_err(|_| "the training slots closed".to_owned())?,
+                ),
+                None => None,
+            };
+            self.0.train(global, task)
+        })
     }
 
     fn sample_count(&self) -> u64 {

@@ -21,7 +21,7 @@ use cohort_protocol::messages::{Task, TaskPoll, UploadReceipt};
 use cohort_protocol::secagg::{
     Directory, PublicKeys, Routed, SharesUpload, StagePoll, StageReceipt, UnmaskList, UnmaskShares,
 };
-use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::sync::{Notify, Semaphore};
 
 use super::backend::SimTransport;
 use super::seeds;
@@ -29,7 +29,8 @@ use super::seeds;
 /// A stage of a round at which a client can fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
-    /// Local training (a straggler finishes after the key or upload deadline).
+    /// Local training (a straggler finishes after the upload deadline: the masked input's in a
+    /// secure round, whose keys and shares went out before training).
     Training,
     /// SecAgg stage 2.
     Shares,
@@ -147,7 +148,8 @@ struct SimTrainer {
     index: usize,
     round: u64,
     dropout: bool,
-    permit: Option<OwnedSemaphorePermit>,
+    /// Training slots: at most `workers` clients train at once.
+    permits: Arc<Semaphore>,
 }
 
 impl SimTrainer {
@@ -194,10 +196,16 @@ impl LocalTrainer for SimTrainer {
         // Training is CPU-bound libtorch work: move it off the async workers (the server and
         // the other clients' SecAgg stages keep running) and give the worker slot back as
         // soon as it is done.
-        let permit = self.permit.take();
-        let result = tokio::task::block_in_place(|| self.train_now(global, task));
-        drop(permit);
-        result
+        // The slot is taken only now, not when the client starts: a secure round's clients
+        // all exchange keys before any of them trains.
+        tokio::task::block_in_place(|| {
+            let permit = tokio::runtime::Handle::current()
+                .block_on(self.permits.clone().acquire_owned())
+                .map_err(|_| "the worker pool closed".to_owned())?;
+            let result = self.train_now(global, task);
+            drop(permit);
+            result
+        })
     }
 
     fn sample_count(&self) -> u64 {
@@ -259,12 +267,6 @@ impl VirtualTransport {
             }
         }
     }
-
-    /// The training deadline of a secure round: when the key stage closes.
-    fn key_deadline_ms(&self) -> Option<u64> {
-        let upload = self.upload_deadline_ms.lock().ok().and_then(|g| *g)?;
-        Some(upload.saturating_sub(self.deadlines[2] * 1000))
-    }
 }
 
 impl Transport for VirtualTransport {
@@ -309,16 +311,7 @@ impl Transport for VirtualTransport {
     }
 
     fn send_keys(&self, round: u64, keys: PublicKeys) -> Call<'_, StageReceipt> {
-        Box::pin(async move {
-            if self.is(Fault::Straggler(Stage::Training)) {
-                if let Some(deadline) = self.key_deadline_ms() {
-                    self.sleep_until_ms(deadline).await;
-                }
-                self.wait_until_closed(|| self.inner.poll_directory(round))
-                    .await;
-            }
-            self.inner.send_keys(round, keys).await
-        })
+        self.inner.send_keys(round, keys)
     }
 
     fn poll_directory(&self, round: u64) -> Call<'_, StagePoll<Directory>> {
@@ -347,7 +340,11 @@ impl Transport for VirtualTransport {
             if self.is(Fault::Dropout(Stage::Upload)) {
                 return Err(simulated(Stage::Upload));
             }
-            if self.is(Fault::Straggler(Stage::Upload)) {
+            // Keys and shares went out before training: a training straggler is late with its
+            // masked input, like an upload straggler.
+            if self.is(Fault::Straggler(Stage::Training))
+                || self.is(Fault::Straggler(Stage::Upload))
+            {
                 self.wait_until_closed(|| self.inner.poll_unmask(round))
                     .await;
             }
@@ -390,14 +387,10 @@ pub async fn run_client(
     shared: Arc<RoundShared>,
     job: ClientJob,
     transport: SimTransport,
-    permits: Arc<tokio::sync::Semaphore>,
+    permits: Arc<Semaphore>,
 ) -> ClientOutcome {
     let turnstile = shared.turnstile.clone().map(|t| (t, job.rank));
     let outcome = async {
-        let permit = match permits.acquire_owned().await {
-            Ok(p) => p,
-            Err(_) => return ClientOutcome::Failed("the worker pool closed".into()),
-        };
         let ledger = match LocalLedger::open(&job.ledger, job.budget) {
             Ok(l) => l,
             Err(e) => return ClientOutcome::Failed(format!("local ledger: {e}")),
@@ -407,7 +400,7 @@ pub async fn run_client(
             index: job.index,
             round: job.round,
             dropout: job.fault == Some(Fault::Dropout(Stage::Training)),
-            permit: Some(permit),
+            permits,
         };
         let transport = VirtualTransport {
             inner: transport,

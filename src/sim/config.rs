@@ -97,7 +97,7 @@ struct LowFaults {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StageRates {
-    /// While training (a straggler finishes training after the key/upload deadline).
+    /// While training (a straggler finishes training after the upload deadline).
     #[serde(default)]
     pub training: f64,
     /// SecAgg stage 2, sending the encrypted shares.

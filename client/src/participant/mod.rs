@@ -6,11 +6,13 @@ A [`Participant`] polls its federation for a task, and for each task:
 1. checks its **local** privacy budget and records the round's spend in its ledger (fsynced)
    *before* training — fail closed: a crash later still counts the round, and a round already
    recorded is never trained again, so the budget is never counted twice nor undercounted;
-2. downloads the global model and trains locally with DP-SGD ([`LocalTrainer`]);
-3. computes Δ = w_local − w_global, clips it to the round's update clip, adds its share of the
+2. downloads the global model and, meanwhile, runs SecAgg+ stages 1–2 (advertise keys, send
+   the encrypted shares: [`secure::share_keys`]), which do not depend on the update;
+3. trains locally with DP-SGD ([`LocalTrainer`]);
+4. computes Δ = w_local − w_global, clips it to the round's update clip, adds its share of the
    distributed Skellam noise and quantises it ([`secure::encode_update`]);
-4. runs the SecAgg+ client stages ([`secure::run_secure_round`]), or uploads Δ in the clear when
-   the federation opted out of secure aggregation.
+5. masks and uploads it and answers the unmask request ([`secure::finish_secure_round`]), or
+   uploads Δ in the clear when the federation opted out of secure aggregation.
 
 With [`Participant::with_metrics_release`], after training it also releases the round's
 training loss, accuracy and example count through `cohort_privacy::release` (opendp's Gaussian
@@ -346,7 +348,14 @@ impl<T: Transport, L: LocalTrainer> Participant<T, L> {
         }
     }
 
-    /// Runs one task: budget check and reservation, download, training, upload.
+    fn add_secure(report: &mut RoundReport, s: &SecureReport) {
+        report.secagg_compute += s.compute;
+        report.transfer += s.transfer;
+        report.waiting += s.waiting;
+    }
+
+    /// Runs one task: budget check and reservation, then SecAgg keys and shares while the
+    /// model downloads, training, and the masked (or plain) upload.
     pub async fn run_task(&mut self, task: Task) -> Result<RoundReport, ParticipantError> {
         let round = task.round.get();
         let label = self.label(round);
@@ -367,11 +376,41 @@ impl<T: Transport, L: LocalTrainer> Participant<T, L> {
         }
         let mut report = self.report(round, RoundOutcome::Contributed);
 
-        let started = Instant::now();
+        // SecAgg stages 1–2 (keys, shares) do not depend on the update: run them while the
+        // model downloads, so that the key stage closes when every client has its task, not
+        // when the slowest has trained.
         let version = task.model_version;
-        let global =
-            secure::with_retries(&self.retry, || self.transport.download_model(version)).await?;
-        report.download = started.elapsed();
+        let download = async {
+            let started = Instant::now();
+            let global =
+                secure::with_retries(&self.retry, || self.transport.download_model(version)).await;
+            (global, started.elapsed())
+        };
+        let (downloaded, keys) = match &task.secure_aggregation {
+            Some(secagg) => {
+                let exchange = secure::share_keys(&self.transport, round, secagg, &self.retry);
+                let (downloaded, keys) = tokio::join!(download, exchange);
+                (downloaded, Some(keys?))
+            }
+            None => (download.await, None),
+        };
+        let (global, took) = downloaded;
+        report.download = took;
+        let keys = match keys {
+            Some(secure::KeyExchange::Dropped(s)) => {
+                // Out of the round before training: nothing to train for. The spend recorded
+                // above stands (fail closed).
+                Self::add_secure(&mut report, &s);
+                if let SecureOutcome::Dropped(why) = s.outcome {
+                    report.outcome = RoundOutcome::Dropped(why);
+                }
+                report.epsilon_spent = self.ledger.spent_epsilon()?;
+                return Ok(report);
+            }
+            Some(secure::KeyExchange::Shared(k)) => Some(k),
+            None => None,
+        };
+        let global = global?;
 
         let started = Instant::now();
         let trained = self
@@ -385,8 +424,8 @@ impl<T: Transport, L: LocalTrainer> Participant<T, L> {
             report.metrics = self.release_metrics(round, per_round).await;
         }
 
-        match &task.secure_aggregation {
-            Some(secagg) => {
+        match (&task.secure_aggregation, keys) {
+            (Some(secagg), Some(keys)) => {
                 let started = Instant::now();
                 let input = match self.encoding_seed {
                     Some(seed) => {
@@ -394,19 +433,17 @@ impl<T: Transport, L: LocalTrainer> Participant<T, L> {
                     }
                     None => secure::encode_update(&trained.delta, secagg)?,
                 };
-                let encode = started.elapsed();
+                report.secagg_compute = started.elapsed();
                 drop(trained);
                 let s =
-                    secure::run_secure_round(&self.transport, round, secagg, input, &self.retry)
+                    secure::finish_secure_round(&self.transport, secagg, keys, input, &self.retry)
                         .await?;
-                report.secagg_compute = encode + s.compute;
-                report.transfer = s.transfer;
-                report.waiting = s.waiting;
+                Self::add_secure(&mut report, &s);
                 if let SecureOutcome::Dropped(why) = s.outcome {
                     report.outcome = RoundOutcome::Dropped(why);
                 }
             }
-            None => {
+            _ => {
                 let mut delta = trained.delta;
                 if let Some(clip) = task.update_clip {
                     clip_l2(&mut delta, clip);

@@ -1,10 +1,11 @@
-//! The client half of a secure round: clip, noise and quantise the update, then walk the
-//! SecAgg+ client state machine through the four stages over a [`Transport`].
+//! The client half of a secure round: clip, noise and quantise the update, and walk the
+//! SecAgg+ client stages over a [`Transport`]: keys and shares ([`share_keys`]) before
+//! training, the masked input and unmask shares ([`finish_secure_round`]) after it.
 
 use std::time::{Duration, Instant};
 
 use cohort_privacy::noise::SkellamSampler;
-use cohort_privacy::secagg::{ClientMessage, ClientSession, ServerMessage};
+use cohort_privacy::secagg::client::{AwaitingDirectory, AwaitingRoutedShares, Step};
 use cohort_protocol::frame::encode_u32;
 use cohort_protocol::secagg::{
     PublicKeys, SecAggTask, SharesUpload, StagePoll, StageReceipt, UnmaskShares,
@@ -229,15 +230,41 @@ async fn send<'a>(
     }
 }
 
-/// Takes part in round `round`'s secure aggregation with `input` (already encoded by
-/// [`encode_update`]).
-pub async fn run_secure_round<T: Transport + ?Sized>(
+/// Stages 1–2 done (keys advertised, shares sent): the client's SecAgg state while it trains.
+/// Its secrets (the self-mask seed, the pairwise seeds) zeroize if it is dropped unused.
+#[derive(Debug)]
+pub struct KeysShared {
+    round: u64,
+    stage: AwaitingRoutedShares,
+    report: SecureReport,
+}
+
+impl KeysShared {
+    /// What stages 1–2 cost so far.
+    pub fn report(&self) -> &SecureReport {
+        &self.report
+    }
+}
+
+/// How stages 1–2 ended for this client.
+#[derive(Debug)]
+pub enum KeyExchange {
+    /// Keys and shares are in: train, then [`finish_secure_round`] with the encoded update.
+    Shared(KeysShared),
+    /// The round went on without this client before it trained (its report says why).
+    Dropped(SecureReport),
+}
+
+/// SecAgg+ stages 1–2 of round `round`: advertise keys, wait for the key directory, send the
+/// encrypted shares. None of it depends on the update, so a participant runs it before it
+/// trains (and while it downloads the model): the key stage then closes as soon as every
+/// sampled client has asked for its task, not when the slowest has trained.
+pub async fn share_keys<T: Transport + ?Sized>(
     transport: &T,
     round: u64,
     task: &SecAggTask,
-    input: Vec<u32>,
     policy: &RetryPolicy,
-) -> Result<SecureReport, ParticipantError> {
+) -> Result<KeyExchange, ParticipantError> {
     let mut report = SecureReport {
         outcome: SecureOutcome::Completed,
         compute: Duration::ZERO,
@@ -249,18 +276,13 @@ pub async fn run_secure_round<T: Transport + ?Sized>(
         .map_err(|e| ParticipantError::BadTask(e.to_string()))?;
     let dropped = |mut report: SecureReport, why: String| {
         report.outcome = SecureOutcome::Dropped(why);
-        Ok(report)
+        Ok(KeyExchange::Dropped(report))
     };
 
     // Stage 1: advertise keys.
     let started = Instant::now();
-    let (mut session, msg) = ClientSession::start(task.client_index, config, input)?;
+    let (stage, keys) = AwaitingDirectory::start::<u32>(task.client_index, config)?;
     report.compute += started.elapsed();
-    let ClientMessage::AdvertiseKeys(keys) = msg else {
-        return Err(ParticipantError::Protocol(
-            "the session did not start with keys".into(),
-        ));
-    };
     let keys = PublicKeys::from_message(&keys);
     if let Some(why) = send(policy, &mut report.transfer, || {
         transport.send_keys(round, keys.clone())
@@ -283,12 +305,13 @@ pub async fn run_secure_round<T: Transport + ?Sized>(
         .into_message()
         .map_err(|e| ParticipantError::Protocol(e.to_string()))?;
     let started = Instant::now();
-    let (next, reply) = session.handle(ServerMessage::KeyDirectory(directory))?;
+    let step = stage.handle(directory)?;
     report.compute += started.elapsed();
-    session = next;
-    let shares = match reply {
-        Some(ClientMessage::EncryptedShares(m)) => SharesUpload::from_message(&m),
-        _ => return dropped(report, aborted_reason(&session)),
+    let (stage, shares) = match step {
+        Step::Next(stage, shares) => (stage, SharesUpload::from_message(&shares)),
+        Step::Abort(reason) => {
+            return dropped(report, format!("this client stopped the round: {reason}"));
+        }
     };
     if let Some(why) = send(policy, &mut report.transfer, || {
         transport.send_shares(round, shares.clone())
@@ -297,33 +320,72 @@ pub async fn run_secure_round<T: Transport + ?Sized>(
     {
         return dropped(report, why);
     }
+    Ok(KeyExchange::Shared(KeysShared {
+        round,
+        stage,
+        report,
+    }))
+}
+
+/// SecAgg+ stages 3–4 after [`share_keys`]: waits for the shares routed to this client, masks
+/// `input` (the trained update, already encoded by [`encode_update`]) and uploads it, then
+/// answers the unmask request. `input` is zeroized on every path that does not send it masked.
+pub async fn finish_secure_round<T: Transport + ?Sized>(
+    transport: &T,
+    task: &SecAggTask,
+    keys: KeysShared,
+    mut input: Vec<u32>,
+    policy: &RetryPolicy,
+) -> Result<SecureReport, ParticipantError> {
+    let KeysShared {
+        round,
+        stage,
+        mut report,
+    } = keys;
+    let dropped = |mut report: SecureReport, why: String| {
+        report.outcome = SecureOutcome::Dropped(why);
+        Ok(report)
+    };
 
     // Stage 3: the masked input, once the shares are routed.
     let routed =
-        match poll_stage(policy, &mut report.waiting, || transport.poll_routed(round)).await? {
-            Polled::Ready(r) => r,
-            Polled::Dropped(why) => return dropped(report, why),
+        match poll_stage(policy, &mut report.waiting, || transport.poll_routed(round)).await {
+            Ok(Polled::Ready(r)) => r,
+            Ok(Polled::Dropped(why)) => {
+                input.zeroize();
+                return dropped(report, why);
+            }
+            Err(e) => {
+                input.zeroize();
+                return Err(e);
+            }
         };
-    let routed = routed
-        .into_message(task.client_index)
-        .map_err(|e| ParticipantError::Protocol(e.to_string()))?;
+    let routed = match routed.into_message(task.client_index) {
+        Ok(r) => r,
+        Err(e) => {
+            input.zeroize();
+            return Err(ParticipantError::Protocol(e.to_string()));
+        }
+    };
     // Masking expands one keystream per neighbour over the whole model: CPU work that must
     // not stall the async runtime (a simulator runs many participants on one).
     let started = Instant::now();
-    let (next, reply) =
-        tokio::task::spawn_blocking(move || session.handle(ServerMessage::RoutedShares(routed)))
-            .await
-            .map_err(|e| ParticipantError::Protocol(format!("the masking task failed: {e}")))??;
-    session = next;
-    let frame = match reply {
-        Some(ClientMessage::MaskedInput(mut m)) => {
+    let masked = tokio::task::spawn_blocking(move || match stage.handle(routed, input) {
+        Ok(Step::Next(next, mut m)) => {
             let frame = encode_u32(&m.vector);
             m.vector.zeroize();
-            frame
+            Ok(Ok((next, frame)))
         }
-        _ => return dropped(report, aborted_reason(&session)),
-    };
+        Ok(Step::Abort(reason)) => Ok(Err(reason)),
+        Err(e) => Err(e),
+    })
+    .await
+    .map_err(|e| ParticipantError::Protocol(format!("the masking task failed: {e}")))??;
     report.compute += started.elapsed();
+    let (stage, frame) = match masked {
+        Ok(pair) => pair,
+        Err(reason) => return dropped(report, format!("this client stopped the round: {reason}")),
+    };
     if let Some(why) = send(policy, &mut report.transfer, || {
         transport.send_masked(round, frame.clone())
     })
@@ -339,11 +401,8 @@ pub async fn run_secure_round<T: Transport + ?Sized>(
             Polled::Dropped(why) => return dropped(report, why),
         };
     let started = Instant::now();
-    let (_, reply) = session.handle(ServerMessage::UnmaskRequest(request.into_message()))?;
+    let response = stage.handle(request.into_message())?;
     report.compute += started.elapsed();
-    let Some(ClientMessage::UnmaskResponse(response)) = reply else {
-        return Err(ParticipantError::Protocol("no unmask response".into()));
-    };
     let shares = UnmaskShares::from_message(&response);
     if let Some(why) = send(policy, &mut report.transfer, || {
         transport.send_unmask(round, shares.clone())
@@ -353,13 +412,6 @@ pub async fn run_secure_round<T: Transport + ?Sized>(
         return dropped(report, why);
     }
     Ok(report)
-}
-
-fn aborted_reason(session: &ClientSession<u32>) -> String {
-    match session {
-        ClientSession::Aborted(reason) => format!("this client stopped the round: {reason}"),
-        _ => "the session produced no message".into(),
-    }
 }
 
 #[cfg(test)]

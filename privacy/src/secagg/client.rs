@@ -1,7 +1,10 @@
 //! The client side of SecAgg+, one struct per stage.
 //!
-//! `AwaitingDirectory` → `AwaitingRoutedShares` → `AwaitingUnmask` → done. Each stage's
-//! `handle` consumes the stage and returns the next one with the message to send, or an abort.
+//! `AwaitingDirectory` → `AwaitingRoutedShares` → `AwaitingInput` → `AwaitingUnmask` → done.
+//! Each stage's `handle` consumes the stage and returns the next one with the message to send,
+//! or an abort. The input enters only at [`AwaitingInput::mask`]: stages 1–2 (keys and shares)
+//! do not depend on it, so a participant runs them before or while it trains, and the types
+//! make it impossible to hold an input before the session is ready to mask it.
 //! Every check an honest client owes the protocol sits in these transitions: its own keys in the
 //! directory, non-contributory keys, authenticated shares, at least `t` live share holders,
 //! and never both shares of one peer.
@@ -59,6 +62,20 @@ struct PeerSecrets {
     cipher_key: Zeroizing<[u8; 32]>,
     /// The pairwise mask seed.
     mask_seed: Zeroizing<[u8; 32]>,
+}
+
+/// Stage 2 closed: the shares addressed to this client are authenticated and held, and at
+/// least `t` neighbours hold this client's secrets. Waiting for the input to mask (the trained,
+/// encoded update); dropping this stage instead (training failed) zeroizes every secret.
+#[derive(Debug)]
+pub struct AwaitingInput {
+    id: ClientId,
+    config: RoundConfig,
+    session: SessionId,
+    self_seed: Zeroizing<[u8; 32]>,
+    /// The pairwise seeds of exactly the neighbours in `held` (those that reached stage 3).
+    mask_seeds: BTreeMap<ClientId, Zeroizing<[u8; 32]>>,
+    held: BTreeMap<ClientId, SharePair>,
 }
 
 /// Stage 3 done: masked input sent, holding the neighbours' shares until the unmask request.
@@ -232,24 +249,18 @@ impl AwaitingDirectory {
 }
 
 impl AwaitingRoutedShares {
-    /// Authenticates the shares addressed to this client and masks `input` in place: the
+    /// Authenticates the shares addressed to this client, then masks `input` in place: the
     /// returned message owns the very same buffer, now holding
     /// `x + PRG(b) + Σ_{v > u} PRG(s_uv) − Σ_{v < u} PRG(s_uv) mod 2^bits`.
+    /// [`receive`](Self::receive) then [`AwaitingInput::mask`], for callers that already hold
+    /// the input; `input` is zeroized if the round aborts or fails here.
     pub fn handle<L: Lane>(
         self,
         routed: RoutedShares,
         mut input: Vec<L>,
     ) -> Result<Step<AwaitingUnmask, MaskedInput<L>>, SecAggError> {
-        let from = self.id;
-        let result = self.mask(routed, &mut input);
-        match result {
-            Ok(Step::Next(next, ())) => Ok(Step::Next(
-                next,
-                MaskedInput {
-                    from,
-                    vector: input,
-                },
-            )),
+        match self.receive(routed) {
+            Ok(Step::Next(ready, ())) => ready.mask(input).map(|(next, msg)| Step::Next(next, msg)),
             Ok(Step::Abort(reason)) => {
                 input.zeroize();
                 Ok(Step::Abort(reason))
@@ -261,21 +272,9 @@ impl AwaitingRoutedShares {
         }
     }
 
-    fn mask<L: Lane>(
-        self,
-        routed: RoutedShares,
-        input: &mut [L],
-    ) -> Result<Step<AwaitingUnmask, ()>, SecAggError> {
-        if input.len() != self.config.dimension {
-            return Err(ApiMisuse::InputLength {
-                expected: self.config.dimension,
-                got: input.len(),
-            }
-            .into());
-        }
-        if let Some(index) = mask::first_out_of_range(input, self.config.bits) {
-            return Err(ApiMisuse::InputOutOfRange { index }.into());
-        }
+    /// Authenticates the shares addressed to this client and checks that at least `t`
+    /// neighbours hold its secrets; the result waits for the input to mask.
+    pub fn receive(self, routed: RoutedShares) -> Result<Step<AwaitingInput, ()>, SecAggError> {
         if routed.to != self.id {
             return Err(PeerMisbehaved::NotNeighbours {
                 from: self.id,
@@ -318,6 +317,59 @@ impl AwaitingRoutedShares {
                 threshold: self.config.threshold,
             }));
         }
+        let mut peers = self.peers;
+        let mask_seeds = held
+            .keys()
+            .filter_map(|id| peers.remove(id).map(|p| (*id, p.mask_seed)))
+            .collect();
+        Ok(Step::Next(
+            AwaitingInput {
+                id: self.id,
+                config: self.config,
+                session: self.session,
+                self_seed: self.self_seed,
+                mask_seeds,
+                held,
+            },
+            (),
+        ))
+        // The other neighbours' secrets (cipher keys, seeds of peers that dropped) zeroize here.
+    }
+}
+
+impl AwaitingInput {
+    /// This client's id.
+    pub fn id(&self) -> ClientId {
+        self.id
+    }
+
+    /// The round's parameters (the input must have `config().dimension` values below
+    /// `2^config().bits`).
+    pub fn config(&self) -> &RoundConfig {
+        &self.config
+    }
+
+    /// Masks `input` (already quantised into `Z_{2^bits}`) in place: the returned message owns
+    /// the very same buffer, now holding
+    /// `x + PRG(b) + Σ_{v > u} PRG(s_uv) − Σ_{v < u} PRG(s_uv) mod 2^bits`.
+    /// A wrong length or an out-of-range value is the caller's error; `input` is zeroized then.
+    pub fn mask<L: Lane>(
+        self,
+        mut input: Vec<L>,
+    ) -> Result<(AwaitingUnmask, MaskedInput<L>), SecAggError> {
+        let misuse = if input.len() != self.config.dimension {
+            Some(ApiMisuse::InputLength {
+                expected: self.config.dimension,
+                got: input.len(),
+            })
+        } else {
+            mask::first_out_of_range(&input, self.config.bits)
+                .map(|index| ApiMisuse::InputOutOfRange { index })
+        };
+        if let Some(e) = misuse {
+            input.zeroize();
+            return Err(e.into());
+        }
         let prg = self.config.mask_prg;
         mask::apply_mask(
             &self.self_seed,
@@ -325,27 +377,30 @@ impl AwaitingRoutedShares {
             MaskKind::SelfMask,
             Sign::Add,
             0,
-            input,
+            &mut input,
         );
-        for peer in held.keys() {
-            let seed = &self.peers[peer].mask_seed;
+        for (peer, seed) in &self.mask_seeds {
             let sign = if self.id < *peer {
                 Sign::Add
             } else {
                 Sign::Sub
             };
-            mask::apply_mask(seed, prg, MaskKind::Pairwise, sign, 0, input);
+            mask::apply_mask(seed, prg, MaskKind::Pairwise, sign, 0, &mut input);
         }
-        mask::reduce_all(input, self.config.bits);
-        Ok(Step::Next(
+        mask::reduce_all(&mut input, self.config.bits);
+        Ok((
             AwaitingUnmask {
                 id: self.id,
                 config: self.config,
                 session: self.session,
-                held,
+                held: self.held,
             },
-            (),
+            MaskedInput {
+                from: self.id,
+                vector: input,
+            },
         ))
+        // The self-mask seed and the pairwise seeds zeroize here.
     }
 }
 
@@ -434,14 +489,17 @@ impl AwaitingUnmask {
     }
 }
 
-/// The client's state between messages: a dispatcher over the stage structs, for callers that
-/// hold the input from the start (the stage structs let a caller supply it only at stage 3).
+/// The client's state between messages: a dispatcher over the stage structs. The input is
+/// supplied only once the shares are routed ([`ClientSession::mask`]), so a participant can run
+/// stages 1–2 while it trains.
 #[derive(Debug)]
-pub enum ClientSession<L: Lane> {
+pub enum ClientSession {
     /// Waiting for the key directory.
-    AwaitingDirectory(Box<AwaitingDirectory>, Vec<L>),
+    AwaitingDirectory(Box<AwaitingDirectory>),
     /// Waiting for the routed shares.
-    AwaitingRoutedShares(AwaitingRoutedShares, Vec<L>),
+    AwaitingRoutedShares(AwaitingRoutedShares),
+    /// Waiting for the caller's input to mask.
+    AwaitingInput(Box<AwaitingInput>),
     /// Waiting for the unmask request.
     AwaitingUnmask(AwaitingUnmask),
     /// The client has sent everything it will send.
@@ -450,52 +508,51 @@ pub enum ClientSession<L: Lane> {
     Aborted(AbortReason),
 }
 
-impl<L: Lane> ClientSession<L> {
-    /// Starts a round for `input` (already quantised into `Z_{2^bits}`).
-    pub fn start(
+impl ClientSession {
+    /// Starts a round: fresh keys, and the message advertising them.
+    pub fn start<L: Lane>(
         id: ClientId,
         config: RoundConfig,
-        input: Vec<L>,
     ) -> Result<(Self, ClientMessage<L>), SecAggError> {
         let (stage, keys) = AwaitingDirectory::start::<L>(id, config)?;
         Ok((
-            ClientSession::AwaitingDirectory(Box::new(stage), input),
+            ClientSession::AwaitingDirectory(Box::new(stage)),
             ClientMessage::AdvertiseKeys(keys),
         ))
     }
 
-    /// The message kind the current stage accepts.
+    /// What the current stage accepts: a server message, or ([`MessageKind::Input`]) the
+    /// caller's input through [`mask`](Self::mask).
     pub fn expects(&self) -> MessageKind {
         match self {
-            ClientSession::AwaitingDirectory(..) => MessageKind::KeyDirectory,
-            ClientSession::AwaitingRoutedShares(..) => MessageKind::RoutedShares,
+            ClientSession::AwaitingDirectory(_) => MessageKind::KeyDirectory,
+            ClientSession::AwaitingRoutedShares(_) => MessageKind::RoutedShares,
+            ClientSession::AwaitingInput(_) => MessageKind::Input,
             ClientSession::AwaitingUnmask(_) => MessageKind::UnmaskRequest,
             ClientSession::Done | ClientSession::Aborted(_) => MessageKind::Nothing,
         }
     }
 
-    /// Feeds one server message; returns the next state and the reply, if any.
-    pub fn handle(
+    /// Feeds one server message; returns the next state and the reply, if any (routed shares
+    /// get none: the session then waits for [`mask`](Self::mask)).
+    pub fn handle<L: Lane>(
         self,
         msg: ServerMessage,
     ) -> Result<(Self, Option<ClientMessage<L>>), SecAggError> {
         let expected = self.expects();
         match (self, msg) {
-            (ClientSession::AwaitingDirectory(stage, input), ServerMessage::KeyDirectory(d)) => {
+            (ClientSession::AwaitingDirectory(stage), ServerMessage::KeyDirectory(d)) => {
                 Ok(match stage.handle(d)? {
                     Step::Next(next, out) => (
-                        ClientSession::AwaitingRoutedShares(next, input),
+                        ClientSession::AwaitingRoutedShares(next),
                         Some(ClientMessage::EncryptedShares(out)),
                     ),
                     Step::Abort(reason) => (ClientSession::Aborted(reason), None),
                 })
             }
-            (ClientSession::AwaitingRoutedShares(stage, input), ServerMessage::RoutedShares(r)) => {
-                Ok(match stage.handle(r, input)? {
-                    Step::Next(next, out) => (
-                        ClientSession::AwaitingUnmask(next),
-                        Some(ClientMessage::MaskedInput(out)),
-                    ),
+            (ClientSession::AwaitingRoutedShares(stage), ServerMessage::RoutedShares(r)) => {
+                Ok(match stage.receive(r)? {
+                    Step::Next(next, ()) => (ClientSession::AwaitingInput(Box::new(next)), None),
                     Step::Abort(reason) => (ClientSession::Aborted(reason), None),
                 })
             }
@@ -507,6 +564,27 @@ impl<L: Lane> ClientSession<L> {
                 expected,
                 got: msg.kind(),
             }),
+        }
+    }
+
+    /// Masks `input` (already quantised into `Z_{2^bits}`) once the shares are routed, and
+    /// returns the masked-input message. In any other stage `input` is zeroized and refused.
+    pub fn mask<L: Lane>(self, mut input: Vec<L>) -> Result<(Self, ClientMessage<L>), SecAggError> {
+        match self {
+            ClientSession::AwaitingInput(stage) => {
+                let (next, out) = stage.mask(input)?;
+                Ok((
+                    ClientSession::AwaitingUnmask(next),
+                    ClientMessage::MaskedInput(out),
+                ))
+            }
+            other => {
+                input.zeroize();
+                Err(SecAggError::UnexpectedMessage {
+                    expected: other.expects(),
+                    got: MessageKind::Input,
+                })
+            }
         }
     }
 }

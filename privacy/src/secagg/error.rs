@@ -33,6 +33,9 @@ pub enum MessageKind {
     SurvivorSignatures,
     /// Client → server: the shares the server asked for.
     UnmaskResponse,
+    /// Not a wire message: the caller's own quantised input, which a client session waits
+    /// for once its shares are routed.
+    Input,
     /// Nothing more is expected: the session has finished or aborted.
     Nothing,
 }

@@ -453,16 +453,25 @@ fn wrong_stage_messages_are_unexpected() {
             got: MessageKind::MaskedInput
         }
     );
-    let (client, _) = ClientSession::start(0, cfg, vec![0u32; cfg.dimension]).unwrap();
+    let (client, _) = ClientSession::start::<u32>(0, cfg).unwrap();
     let msg = ServerMessage::UnmaskRequest(UnmaskRequest {
         survivors: vec![],
         dropped: vec![],
     });
     assert_eq!(
-        client.handle(msg).unwrap_err(),
+        client.handle::<u32>(msg).unwrap_err(),
         SecAggError::UnexpectedMessage {
             expected: MessageKind::KeyDirectory,
             got: MessageKind::UnmaskRequest
+        }
+    );
+    // The input is accepted only once the shares are routed, never with the keys.
+    let (client, _) = ClientSession::start::<u32>(0, cfg).unwrap();
+    assert_eq!(
+        client.mask(vec![0u32; cfg.dimension]).unwrap_err(),
+        SecAggError::UnexpectedMessage {
+            expected: MessageKind::KeyDirectory,
+            got: MessageKind::Input
         }
     );
 }
@@ -473,7 +482,7 @@ fn the_dispatcher_runs_a_round_end_to_end() {
     let mut server = ServerSession::<u32>::new(cfg).unwrap();
     let mut clients = Vec::new();
     for id in 0..6u32 {
-        let (c, msg) = ClientSession::start(id, cfg, vec![id; cfg.dimension]).unwrap();
+        let (c, msg) = ClientSession::start::<u32>(id, cfg).unwrap();
         server = server.handle(msg).unwrap();
         clients.push(c);
     }
@@ -492,9 +501,28 @@ fn the_dispatcher_runs_a_round_end_to_end() {
     };
     server = next;
     let mut masked = Vec::new();
-    for (c, r) in after.into_iter().zip(routed) {
-        let (c, msg) = c.handle(ServerMessage::RoutedShares(r)).unwrap();
-        server = server.handle(msg.unwrap()).unwrap();
+    for ((id, c), r) in (0..6u32).zip(after).zip(routed) {
+        let (c, none) = c.handle::<u32>(ServerMessage::RoutedShares(r)).unwrap();
+        // Routed shares get no reply: the session waits for its input.
+        assert!(none.is_none());
+        assert_eq!(c.expects(), MessageKind::Input);
+        let ClientSession::AwaitingInput(stage) = c else {
+            panic!("expected to wait for the input")
+        };
+        if id == 0 {
+            // A wrong-length input is the caller's error, checked before any masking.
+            assert!(matches!(
+                (*stage).mask(vec![0u32; cfg.dimension + 1]),
+                Err(SecAggError::ApiMisuse(ApiMisuse::InputLength { .. }))
+            ));
+            // That consumed the stage: client 0 drops out after stage 2, and the round
+            // unmasks without it.
+            continue;
+        }
+        let (c, msg) = ClientSession::AwaitingInput(stage)
+            .mask(vec![id; cfg.dimension])
+            .unwrap();
+        server = server.handle(msg).unwrap();
         masked.push(c);
     }
     let (next, Some(Broadcast::UnmaskRequest(req))) = server.close().unwrap() else {
@@ -509,5 +537,6 @@ fn the_dispatcher_runs_a_round_end_to_end() {
     let ServerSession::Done(agg) = server.close().unwrap().0 else {
         panic!()
     };
+    // 1 + 2 + 3 + 4 + 5: client 0 dropped after its shares.
     assert_eq!(agg.sum, vec![15; cfg.dimension]);
 }

@@ -14,7 +14,7 @@ use cohort_protocol::frame::{Dtype, FrameError, FrameView};
 use cohort_protocol::messages::{DpSgdConfig, RoundView, Task, TaskPoll, UploadReceipt};
 use cohort_protocol::{Epsilon, RoundId};
 
-use super::secagg::SecureRound;
+use super::secagg::{SecAggStage, SecureRound};
 use super::{Service, lock, spool};
 use crate::aggregate::{AggregateError, CollectedUpdates, RoundKey, StreamingSum};
 use crate::domain::{
@@ -309,12 +309,13 @@ impl Service {
             // a missing or mismatched plan is a bug, and the round aborts rather than run
             // with noise it was not charged for.
             let opened = match &secure_plan {
+                // Keys come before training: the key stage is short, not the training's.
                 Some(plan) => SecureRound::open(
                     round.number.get(),
                     &round.participants,
                     plan,
                     config,
-                    task_deadline,
+                    round.opened_at.plus(deadlines.key_exchange()),
                 ),
                 None => Err("the scheduler made no plan for it".to_owned()),
             };
@@ -399,6 +400,11 @@ impl Service {
             if let Some(&eps) = g.participants.get(&client.id)
                 && !g.contributed.contains(&client.id)
                 && now < g.task_deadline
+                // A secure round's task is useless once its key stage closed: the client could
+                // no longer join the masks, and would only spend budget on a dropped round.
+                && g
+                    .secure()
+                    .is_none_or(|s| s.stage() == SecAggStage::AdvertiseKeys)
             {
                 let mut task = g.template.clone();
                 task.epsilon_after_round = Epsilon::new(eps).map_err(ApiError::internal)?;

@@ -12,9 +12,12 @@
 //! is added into the running sum inside [`ServerSession::handle`] and its buffer dropped; no
 //! individual input is stored anywhere, in memory or on disk.
 //!
-//! Stage deadlines come from the federation's [`StageDeadlines`]: keys are due when training
-//! is (participants train first, then advertise), shares `key_exchange_s` later, masked
-//! inputs `upload_s` after that and unmask shares `unmask_s` after that.
+//! Stage deadlines come from the federation's [`StageDeadlines`]. Keys and shares do not
+//! depend on the update, so participants exchange them before (or while) they train: keys are
+//! due `key_exchange_s` after the round opens (the stage closes earlier once every sampled
+//! participant has advertised), shares `key_exchange_s` after that, masked inputs
+//! `training_s + upload_s` after the shares stage closes (they carry the trained update), and
+//! unmask shares `unmask_s` after that. Only the masked-input stage waits for training.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -584,7 +587,8 @@ impl SecureRound {
         self.stage = stage.next();
         let allowed = match self.stage {
             SecAggStage::ShareKeys => self.deadlines.key_exchange(),
-            SecAggStage::MaskedInput => self.deadlines.upload(),
+            // Participants train between their shares and their masked input.
+            SecAggStage::MaskedInput => self.deadlines.training() + self.deadlines.upload(),
             _ => self.deadlines.unmask(),
         };
         self.stage_deadline = now.plus(allowed);

@@ -1,4 +1,4 @@
-use cohort_privacy::secagg::{ClientMessage, ClientSession, ServerMessage};
+use cohort_privacy::secagg::{ClientMessage, ClientSession, MessageKind, ServerMessage};
 use cohort_protocol::frame::encode_u32;
 use rand::SeedableRng;
 
@@ -30,7 +30,7 @@ fn names(n: usize) -> Vec<ClientId> {
 
 struct Sim {
     round: SecureRound,
-    clients: Vec<(ClientId, Option<ClientSession<u32>>)>,
+    clients: Vec<(ClientId, Option<ClientSession>)>,
     plain: Vec<Vec<u32>>,
 }
 
@@ -72,14 +72,11 @@ impl Sim {
     /// Re-starts every client's session and advertises its keys (the constructor cannot
     /// borrow the round while building clients).
     fn restart_keys(&mut self) {
-        for (i, (c, slot)) in self.clients.iter_mut().enumerate() {
+        for (c, slot) in self.clients.iter_mut() {
             let task = self.round.task_for(c).unwrap();
-            let (session, msg) = ClientSession::start(
-                task.client_index,
-                task.round_config(7).unwrap(),
-                self.plain[i].clone(),
-            )
-            .unwrap();
+            let (session, msg) =
+                ClientSession::start::<u32>(task.client_index, task.round_config(7).unwrap())
+                    .unwrap();
             let ClientMessage::AdvertiseKeys(keys) = msg else {
                 panic!()
             };
@@ -123,7 +120,12 @@ impl Sim {
             },
             other => panic!("no client step at {other:?}"),
         };
-        let (next, reply) = session.handle(msg).unwrap();
+        let (mut next, mut reply) = session.handle::<u32>(msg).unwrap();
+        if next.expects() == MessageKind::Input {
+            // The shares are routed: the client masks its (trained, encoded) input now.
+            let (masked, msg) = next.mask(self.plain[i].clone()).unwrap();
+            (next, reply) = (masked, Some(msg));
+        }
         *slot = Some(next);
         match reply {
             Some(ClientMessage::EncryptedShares(m)) => {
@@ -223,12 +225,8 @@ fn resends_are_idempotent_and_conflicting_or_late_messages_get_409() {
     let c = sim.clients[0].0.clone();
     // Same keys again: same receipt. Different keys: 409.
     let task = sim.round.task_for(&c).unwrap();
-    let (_, msg) = ClientSession::<u32>::start(
-        task.client_index,
-        task.round_config(7).unwrap(),
-        vec![0; DIM],
-    )
-    .unwrap();
+    let (_, msg) =
+        ClientSession::start::<u32>(task.client_index, task.round_config(7).unwrap()).unwrap();
     let ClientMessage::AdvertiseKeys(other) = msg else {
         panic!()
     };
@@ -307,4 +305,25 @@ fn plan_refuses_tiny_rounds_and_calibrates_noise_for_the_minimum_survivors() {
             .contains("plan is for 10")
     );
     assert!(quiet.task.threshold as usize <= quiet.task.neighbours as usize);
+}
+
+#[test]
+fn keys_close_once_everyone_advertised_and_masked_inputs_get_the_training_time() {
+    let mut sim = Sim::new(4);
+    // Every sampled client advertised (before training): the key stage is due now, although
+    // its deadline is a minute away.
+    assert!(sim.round.due(Timestamp::now()));
+    sim.close();
+    assert_eq!(sim.round.stage(), SecAggStage::ShareKeys);
+    for i in 0..4 {
+        sim.step(i, false);
+    }
+    let closed_at = Timestamp::now();
+    sim.close();
+    assert_eq!(sim.round.stage(), SecAggStage::MaskedInput);
+    // The clients train between their shares and their masked input: that stage, and only
+    // that one, is given the training deadline.
+    let d = *config(2, 0.0).deadlines();
+    assert!(sim.round.stage_deadline >= closed_at.plus(d.training() + d.upload()));
+    assert!(!sim.round.due(Timestamp::now()));
 }
