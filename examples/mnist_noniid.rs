@@ -4,8 +4,8 @@
 //!
 //! Run with `cargo run --release --example mnist_noniid [-- --epsilon 8 --out DIR --seed N
 //! --set KEY=VALUE]`. `--epsilon E` (default 8) sets every client's record-level budget and
-//! calibrates DP-SGD's σ so that a client sampled in 1.25× the expected number of rounds
-//! spends exactly E; a client sampled more often is refused by its budget.
+//! calibrates DP-SGD's σ so that a client sampled in 1.25× the expected number of rounds (at
+//! most every round) spends exactly E; a client sampled more often is refused by its budget.
 //! Needs `make data` first (MNIST into data/mnist).
 
 use std::path::{Path, PathBuf};
@@ -62,7 +62,11 @@ fn run() -> Result<ExitCode, (u8, String)> {
     let base = config::from_toml(CONFIG, &sets, args.seed, "mnist_noniid").map_err(|e| (2, e.0))?;
     let dp = base.training.dp_sgd();
     let q_c = base.training.client_sampling_rate();
-    let participations = (1.25 * base.rounds as f64 * q_c).ceil().max(1.0) as u64;
+    // A client cannot take part in more rounds than there are: with every client sampled
+    // (q_c = 1) the 1.25× margin would only add noise.
+    let participations = (1.25 * base.rounds as f64 * q_c)
+        .ceil()
+        .clamp(1.0, base.rounds.max(1) as f64) as u64;
     let steps_per_round =
         cohort_protocol::messages::dp_sgd_steps_per_round(dp.local_epochs, dp.batch_sample_rate);
     let delta = base.training.client_budget().delta();

@@ -15,6 +15,7 @@ pub mod budget;
 pub mod quantize;
 #[cfg(feature = "scalar-release")]
 pub mod release;
+pub mod rng;
 pub mod secagg;
 
 pub mod noise;

@@ -32,13 +32,13 @@ impl GaussianSource for TorchGaussian {
     }
 }
 
-/// ChaCha20 noise from a fixed seed: the right distribution and reproducible runs, but anyone
+/// Noise from a fixed seed (ChaCha20 keys the AES-256-CTR stream): the right distribution and reproducible runs, but anyone
 /// who knows the seed can subtract the noise.
 pub fn seeded_gaussian(seed: u64) -> SecureGaussianSeeded {
     SecureGaussianSeeded(SecureGaussian::from_rng(ChaCha20Rng::seed_from_u64(seed)))
 }
 
-/// A ChaCha20 Gaussian source with a known seed (see [`seeded_gaussian`]).
+/// A Gaussian source with a known seed (see [`seeded_gaussian`]).
 #[derive(Debug)]
 pub struct SecureGaussianSeeded(SecureGaussian);
 

@@ -1,17 +1,21 @@
 //! Gaussian noise for DP-SGD and the randomness of Poisson sampling.
 //!
-//! The default [`SecureGaussian`] draws from ChaCha20 seeded by the operating system: noise an
-//! adversary could predict protects nothing. Faster or reproducible sources are only in
+//! The default [`SecureGaussian`] draws from AES-256-CTR keyed by the operating system: noise
+//! an adversary could predict protects nothing. Faster or reproducible sources are only in
 //! [`super::danger`].
 
+use std::convert::Infallible;
+
+use cohort_privacy::rng::AesCtrRng;
 use rand::SeedableRng;
+use rand::TryCryptoRng;
 use rand::rngs::SysRng;
 use rand_chacha::ChaCha20Rng;
 use rand_distr::{Distribution, StandardNormal};
 use tch::{Device, Kind, TchError, Tensor};
 
 /// Below this many values one thread draws a step's noise; above it the work is split over the
-/// machine's cores, one ChaCha20 stream per thread.
+/// machine's cores, one AES-256-CTR stream per thread.
 const PARALLEL_MIN: usize = 1 << 16;
 /// At most this many noise threads (the keystream is cheap; more threads only add start-up).
 const MAX_THREADS: usize = 4;
@@ -42,9 +46,12 @@ pub trait GaussianSource: std::fmt::Debug + Send {
     }
 }
 
-/// N(0, σ²) from ChaCha20 (a CSPRNG) seeded from the operating system.
+/// N(0, σ²) from AES-256-CTR (a CSPRNG) keyed from the operating system.
+///
+/// AES-CTR rather than ChaCha20 because a step draws one 64-bit word per parameter and, with
+/// AES-NI, AES-CTR makes those words about twice as fast (`cohort_privacy::rng`).
 pub struct SecureGaussian {
-    rng: ChaCha20Rng,
+    rng: AesCtrRng,
     /// Reused across steps so a step allocates nothing; zeroed after every use.
     buffer: Vec<f32>,
 }
@@ -57,24 +64,30 @@ impl std::fmt::Debug for SecureGaussian {
 }
 
 impl SecureGaussian {
-    /// Seeds ChaCha20 from the operating system's entropy source.
+    /// Keys AES-256-CTR from the operating system's entropy source.
     pub fn from_os() -> Result<Self, OsRandomError> {
-        os_seeded_chacha().map(Self::from_rng)
+        let rng = AesCtrRng::from_os().map_err(|e| OsRandomError(e.0))?;
+        Ok(Self {
+            rng,
+            buffer: Vec::new(),
+        })
     }
 
-    pub(crate) fn from_rng(rng: ChaCha20Rng) -> Self {
+    /// Keys AES-256-CTR from `parent` (reproducible noise from a seeded CSPRNG; see
+    /// [`super::danger`]).
+    pub(crate) fn from_rng<R: TryCryptoRng<Error = Infallible>>(mut parent: R) -> Self {
         Self {
-            rng,
+            rng: AesCtrRng::from_parent(&mut parent),
             buffer: Vec::new(),
         }
     }
 }
 
 /// Fills `out` with `scale(z)` for i.i.d. standard normal `z`, drawn by the ziggurat method
-/// (rand_distr's `StandardNormal`, exact tails) from ChaCha20. Large fills are split over
-/// threads, each with its own ChaCha20 generator keyed from `rng`'s output, so the result is
-/// as unpredictable as `rng` itself.
-fn fill_normals<T: Send>(rng: &mut ChaCha20Rng, out: &mut [T], scale: impl Fn(f64) -> T + Sync) {
+/// (rand_distr's `StandardNormal`, exact tails) from AES-256-CTR. Large fills are split over
+/// threads, each with its own generator keyed from `rng`'s output, so the result is as
+/// unpredictable as `rng` itself.
+fn fill_normals<T: Send>(rng: &mut AesCtrRng, out: &mut [T], scale: impl Fn(f64) -> T + Sync) {
     let threads = if out.len() >= PARALLEL_MIN {
         std::thread::available_parallelism()
             .map_or(1, |n| n.get())
@@ -89,7 +102,7 @@ fn fill_normals<T: Send>(rng: &mut ChaCha20Rng, out: &mut [T], scale: impl Fn(f6
         return;
     }
     let chunk = out.len().div_ceil(threads);
-    let workers: Vec<ChaCha20Rng> = (0..threads).map(|_| ChaCha20Rng::from_rng(rng)).collect();
+    let workers: Vec<AesCtrRng> = (0..threads).map(|_| AesCtrRng::from_parent(rng)).collect();
     let scale = &scale;
     std::thread::scope(|scope| {
         for (part, mut worker) in out.chunks_mut(chunk).zip(workers) {

@@ -137,9 +137,34 @@ fn profile_noise() {
         }
     }
     let zig_ms = ms(s) / reps as f64;
+    let mut aes = cohort_privacy::rng::AesCtrRng::from_key([1; 32]);
+    let s = Instant::now();
+    for _ in 0..reps {
+        aes.fill_bytes(&mut bytes);
+    }
+    let aes_stream_ms = ms(s) / reps as f64;
+    let s = Instant::now();
+    for _ in 0..reps {
+        for x in out.iter_mut() {
+            let z: f64 = StandardNormal.sample(&mut aes);
+            *x = z as f32;
+        }
+    }
+    let aes_zig_ms = ms(s) / reps as f64;
+    let mut params: Vec<Tensor> = [[512i64, 784], [256, 512], [10, 256]]
+        .iter()
+        .map(|s| Tensor::zeros(s.as_slice(), (Kind::Float, Device::Cpu)))
+        .collect();
+    let s = Instant::now();
+    for _ in 0..reps {
+        source.add_noise(1.0, &mut params).unwrap();
+    }
+    let add_ms = ms(s) / reps as f64;
     println!(
-        "{n} normals: torch Box-Muller {torch_ms:.2} ms; ChaCha20 keystream of {} bytes \
-         {stream_ms:.2} ms; rand_distr ziggurat {zig_ms:.2} ms",
+        "{n} normals: SecureGaussian::sample {torch_ms:.2} ms; ChaCha20 keystream of {} bytes \
+         {stream_ms:.2} ms, ziggurat on ChaCha20 {zig_ms:.2} ms; AES-256-CTR keystream \
+         {aes_stream_ms:.2} ms, ziggurat on AES-CTR {aes_zig_ms:.2} ms; add_noise over an \
+         MLP's weights {add_ms:.2} ms",
         bytes.len()
     );
 }
