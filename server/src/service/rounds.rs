@@ -532,6 +532,7 @@ impl Service {
             body,
             &self.settings.spool_dir,
             self.settings.max_body_bytes,
+            &self.spool_writers,
         )
         .await
         .inspect_err(|_| self.metrics.upload_rejected())?;
@@ -540,7 +541,8 @@ impl Service {
             .acquire()
             .await
             .map_err(|_| ApiError::Unavailable("the server is shutting down".into()))?;
-        let bytes = spooled.into_bytes().await?;
+        let mut lease = self.update_buffers.lease();
+        lease.bytes = spooled.read_into(std::mem::take(&mut lease.bytes)).await?;
         let result = self
             .add_update(
                 &live,
@@ -548,11 +550,12 @@ impl Service {
                 round,
                 &client.id,
                 num_examples.or(client.sample_count),
-                &bytes,
+                &lease.bytes,
+                &mut lease.values,
             )
             .await;
         match &result {
-            Ok(_) => self.metrics.upload_accepted(bytes.len()),
+            Ok(_) => self.metrics.upload_accepted(lease.bytes.len()),
             Err(_) => self.metrics.upload_rejected(),
         }
         result
@@ -566,6 +569,7 @@ impl Service {
         client: &ClientId,
         weight: Option<u64>,
         bytes: &[u8],
+        values: &mut Vec<f32>,
     ) -> Result<UploadReceipt, ApiError> {
         let frame = FrameView::parse(bytes).map_err(frame_error)?;
         if frame.dtype() != Dtype::F32 {
@@ -577,9 +581,10 @@ impl Service {
         if let Some(i) = frame.first_non_finite() {
             return Err(aggregate_error(AggregateError::NonFinite(i)));
         }
-        let values = frame
-            .to_f32_vec()
-            .ok_or_else(|| ApiError::internal("f32 frame without f32 values"))?;
+        if !frame.f32_into(values) {
+            return Err(ApiError::internal("f32 frame without f32 values"));
+        }
+        let values: &[f32] = values;
         let mut g = live.lock().await;
         if g.key.round != round {
             drop(g);
@@ -597,7 +602,7 @@ impl Service {
         match g.acc.as_mut() {
             Some(Accumulator::Summed(sum)) => {
                 let w = weight.unwrap_or(0);
-                sum.add(&key, client, &values, w).map_err(|e| match e {
+                sum.add(&key, client, values, w).map_err(|e| match e {
                     AggregateError::BadWeight(0) => ApiError::InvalidInput(
                         "FedAvg weights updates by sample count: send ?num_examples=N (N >= 1) with the upload".into(),
                     ),
@@ -605,7 +610,7 @@ impl Service {
                 })?
             }
             Some(Accumulator::Individual(c)) => {
-                c.add(&key, client, &values).map_err(aggregate_error)?
+                c.add(&key, client, values).map_err(aggregate_error)?
             }
             Some(Accumulator::Secure(_)) => {
                 return Err(ApiError::Conflict {
