@@ -550,8 +550,7 @@ impl Service {
                 round,
                 &client.id,
                 num_examples.or(client.sample_count),
-                &lease.bytes,
-                &mut lease.values,
+                &mut lease,
             )
             .await;
         match &result {
@@ -568,9 +567,9 @@ impl Service {
         round: RoundNumber,
         client: &ClientId,
         weight: Option<u64>,
-        bytes: &[u8],
-        values: &mut Vec<f32>,
+        update: &mut spool::Lease<'_>,
     ) -> Result<UploadReceipt, ApiError> {
+        let spool::Lease { bytes, values, .. } = update;
         let frame = FrameView::parse(bytes).map_err(frame_error)?;
         if frame.dtype() != Dtype::F32 {
             return Err(ApiError::InvalidInput(format!(
