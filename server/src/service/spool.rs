@@ -4,13 +4,14 @@
 //! buffers), but the bodies must not wait for a permit on the wire: a client whose request body
 //! sits unread has its TCP send stalled behind a zero receive window, and with 200 clients
 //! queued behind two permits that lasts long enough for the client's TCP keepalive to abort
-//! the connection ("connection timed out", os error 110). So every body is first copied, in
-//! small chunks, into an unnamed temporary file (deleted by the OS when closed, even after a
-//! crash); only then is a permit taken and the file read back. Memory per waiting upload is one
-//! frame (hyper's, written straight from its buffer); the page cache, not the heap, holds the
-//! queued bytes. The file operations run a few at a time ([`WRITERS`]), and the buffers an
-//! upload is decoded into are reused ([`UpdateBuffers`]), so the server's peak memory does not
-//! grow with the number of clients.
+//! the connection ("connection timed out", os error 110). So every body is first copied into
+//! an unnamed temporary file (deleted by the OS when closed, even after a crash); only then is
+//! a permit taken and the file read back. Memory per waiting upload is one frame (hyper's,
+//! written straight from its buffer); the page cache, not the heap, holds the queued bytes.
+//! The file operations run a few at a time ([`WRITERS`]), and the buffers an upload is decoded
+//! into are reused ([`UpdateBuffers`]), so what the server's peak memory still gains per
+//! client is its connection's TLS and HTTP buffers (~0.13 MiB in release while every client
+//! uploads at once), whatever the model size.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
