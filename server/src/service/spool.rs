@@ -10,7 +10,7 @@
 //! written straight from its buffer); the page cache, not the heap, holds the queued bytes.
 //! The file operations run a few at a time ([`WRITERS`]), and the buffers an upload is decoded
 //! into are reused ([`UpdateBuffers`]), so what the server's peak memory still gains per
-//! client is its connection's TLS and HTTP buffers (~0.13 MiB in release while every client
+//! client is its connection's TLS and HTTP buffers (~0.15 MiB in release while every client
 //! uploads at once), whatever the model size.
 
 use std::io::{Read, Seek, SeekFrom, Write};
