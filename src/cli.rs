@@ -17,7 +17,8 @@ pub struct Cli {
 enum Command {
     /// Check libtorch, threads, CUDA, and where data and certificates live.
     Doctor(crate::doctor::DoctorArgs),
-    /// Run the aggregation server (HTTPS; the same code as the `cohort-server` binary).
+    /// Run the aggregation server (HTTPS; the same code as the `cohort-server` binary, which is
+    /// what to deploy: this executable maps libtorch, ~110 MiB more resident memory).
     Serve(cohort_server::cli::ServeArgs),
     /// Make a CA, server and client certificates and bearer tokens (no openssl needed).
     Pki(cohort_server::cli::PkiArgs),

@@ -230,12 +230,24 @@ impl<'a> FrameView<'a> {
 
     /// Copies the elements out as f32; `None` unless the dtype is f32.
     pub fn to_f32_vec(&self) -> Option<Vec<f32>> {
-        (self.dtype == Dtype::F32).then(|| {
+        let mut out = Vec::new();
+        self.f32_into(&mut out).then_some(out)
+    }
+
+    /// Replaces `out`'s contents with the elements as f32, keeping its allocation, so a server
+    /// decoding one model-sized update after another allocates once; `false` (and `out`
+    /// emptied) unless the dtype is f32.
+    pub fn f32_into(&self, out: &mut Vec<f32>) -> bool {
+        out.clear();
+        if self.dtype != Dtype::F32 {
+            return false;
+        }
+        out.extend(
             self.payload
                 .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect()
-        })
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        );
+        true
     }
 
     /// Copies the elements out as u32 (masked SecAgg inputs); `None` unless the dtype is u32.
@@ -298,6 +310,20 @@ pub fn encoded_len(dtype: Dtype, count: usize) -> usize {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn f32_into_reuses_the_buffer_and_refuses_other_dtypes() {
+        let mut out = Vec::with_capacity(16);
+        out.extend([9.0f32; 5]);
+        let ptr = out.as_ptr();
+        let bytes = encode_f32(&[1.5, -2.0, 3.25]);
+        assert!(FrameView::parse(&bytes).unwrap().f32_into(&mut out));
+        assert_eq!(out, [1.5, -2.0, 3.25]);
+        assert_eq!(out.as_ptr(), ptr, "decoded into the same allocation");
+        let ints = encode_u32(&[1, 2]);
+        assert!(!FrameView::parse(&ints).unwrap().f32_into(&mut out));
+        assert!(out.is_empty());
+    }
 
     #[test]
     fn layout_matches_the_readme() {

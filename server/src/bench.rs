@@ -4,8 +4,9 @@
 //! grow with the number of clients.
 //!
 //! Compiled with the `bench` feature (it pulls in the reqwest client). `cohort bench server`
-//! calls [`run`] with itself as the server (`cohort serve`); the `bench_server` example of this
-//! crate calls it with the `cohort-server` binary, so it runs without libtorch.
+//! and the `bench_server` example of this crate both call [`run`] with the `cohort-server`
+//! binary built beside them: `cohort serve` would measure libtorch's pages too (~110 MiB that
+//! the `cohort` executable maps whether or not it trains), not the server's.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -31,8 +32,7 @@ pub struct BenchOptions {
     pub clients: usize,
     /// Model parameters (f32).
     pub params: usize,
-    /// The server program and the arguments before its serve flags (`cohort serve` or
-    /// `cohort-server`).
+    /// The server program (`cohort-server`; `cohort` with the prefix `serve` works too).
     pub server_program: PathBuf,
     /// Arguments placed before the serve flags (`["serve"]` for `cohort`).
     pub server_prefix: Vec<String>,

@@ -26,7 +26,8 @@ enum BenchCommand {
     /// Run one whole SecAgg+ round in process and time the client and server sides.
     Secagg(secagg::SecaggArgs),
     /// One real FedAvg round over HTTPS on loopback: N clients upload D-parameter updates to a
-    /// server child process; reports round time, upload throughput and the server's peak RSS.
+    /// `cohort-server` child process (the libtorch-free binary built next to `cohort`); reports
+    /// round time, upload throughput and the server's peak RSS.
     Server(server::ServerBenchArgs),
     /// One secure round over HTTPS on loopback with N in-process participants: time split
     /// into training, SecAgg client work, transfer and SecAgg server work, optionally beside

@@ -1,6 +1,7 @@
 //! The server's operations as plain async functions: HTTP handlers only extract and call
 //! these. Storage is synchronous (every write fsyncs), so each call runs on the blocking pool.
 
+mod bounded;
 pub mod budgets;
 mod noise;
 pub mod released;
@@ -67,6 +68,10 @@ pub struct CreateFederation {
     pub config: TrainingConfig,
 }
 
+/// Storage calls running at once (see `Service::storage_slots`): one on the connection, one
+/// ready to take it.
+const STORAGE_SLOTS: usize = 2;
+
 /// The shared state behind every handler and the round scheduler.
 #[derive(Debug)]
 pub struct Service {
@@ -77,6 +82,14 @@ pub struct Service {
     live: Mutex<HashMap<FederationId, Arc<tokio::sync::Mutex<LiveRound>>>>,
     layouts: Mutex<HashMap<FederationId, Arc<ModelLayout>>>,
     upload_permits: Semaphore,
+    /// Blocking file operations on spooled update bodies at once (see `spool`).
+    spool_writers: Semaphore,
+    /// Storage calls on the blocking pool at once. The SQLite store serialises them on one
+    /// connection, so more would only park threads: 200 clients polling together used to
+    /// hold ~200 blocking threads, which made the server's memory grow with the clients.
+    storage_slots: Semaphore,
+    /// Decode buffers for plain updates, reused across uploads.
+    update_buffers: spool::UpdateBuffers,
     wake: Notify,
     /// When each federation's last round ended (or the timer last fired).
     last_closed: Mutex<HashMap<FederationId, std::time::Instant>>,
@@ -147,6 +160,9 @@ impl Service {
             ca: Arc::new(ca),
             metrics,
             upload_permits: Semaphore::new(settings.upload_concurrency.max(1)),
+            update_buffers: spool::UpdateBuffers::default(),
+            storage_slots: Semaphore::new(STORAGE_SLOTS),
+            spool_writers: Semaphore::new(spool::WRITERS),
             settings,
             live: Mutex::new(HashMap::new()),
             layouts: Mutex::new(HashMap::new()),
@@ -191,9 +207,8 @@ impl Service {
         f: impl FnOnce(&dyn Storage) -> Result<T, StorageError> + Send + 'static,
     ) -> Result<T, ApiError> {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(store.as_ref()))
-            .await
-            .map_err(ApiError::internal)?
+        bounded::run(&self.storage_slots, move || f(store.as_ref()))
+            .await?
             .map_err(ApiError::from)
     }
 

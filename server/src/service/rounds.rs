@@ -538,6 +538,7 @@ impl Service {
             body,
             &self.settings.spool_dir,
             self.settings.max_body_bytes,
+            &self.spool_writers,
         )
         .await
         .inspect_err(|_| self.metrics.upload_rejected())?;
@@ -546,7 +547,8 @@ impl Service {
             .acquire()
             .await
             .map_err(|_| ApiError::Unavailable("the server is shutting down".into()))?;
-        let bytes = spooled.into_bytes().await?;
+        let mut lease = self.update_buffers.lease();
+        lease.bytes = spooled.read_into(std::mem::take(&mut lease.bytes)).await?;
         let result = self
             .add_update(
                 &live,
@@ -554,11 +556,11 @@ impl Service {
                 round,
                 &client.id,
                 num_examples.or(client.sample_count),
-                &bytes,
+                &mut lease,
             )
             .await;
         match &result {
-            Ok(_) => self.metrics.upload_accepted(bytes.len()),
+            Ok(_) => self.metrics.upload_accepted(lease.bytes.len()),
             Err(_) => self.metrics.upload_rejected(),
         }
         result
@@ -571,8 +573,9 @@ impl Service {
         round: RoundNumber,
         client: &ClientId,
         weight: Option<u64>,
-        bytes: &[u8],
+        update: &mut spool::Lease<'_>,
     ) -> Result<UploadReceipt, ApiError> {
+        let spool::Lease { bytes, values, .. } = update;
         let frame = FrameView::parse(bytes).map_err(frame_error)?;
         if frame.dtype() != Dtype::F32 {
             return Err(ApiError::InvalidInput(format!(
@@ -583,9 +586,10 @@ impl Service {
         if let Some(i) = frame.first_non_finite() {
             return Err(aggregate_error(AggregateError::NonFinite(i)));
         }
-        let values = frame
-            .to_f32_vec()
-            .ok_or_else(|| ApiError::internal("f32 frame without f32 values"))?;
+        if !frame.f32_into(values) {
+            return Err(ApiError::internal("f32 frame without f32 values"));
+        }
+        let values: &[f32] = values;
         let mut g = live.lock().await;
         if g.key.round != round {
             drop(g);
@@ -603,7 +607,7 @@ impl Service {
         match g.acc.as_mut() {
             Some(Accumulator::Summed(sum)) => {
                 let w = weight.unwrap_or(0);
-                sum.add(&key, client, &values, w).map_err(|e| match e {
+                sum.add(&key, client, values, w).map_err(|e| match e {
                     AggregateError::BadWeight(0) => ApiError::InvalidInput(
                         "FedAvg weights updates by sample count: send ?num_examples=N (N >= 1) with the upload".into(),
                     ),
@@ -611,7 +615,7 @@ impl Service {
                 })?
             }
             Some(Accumulator::Individual(c)) => {
-                c.add(&key, client, &values).map_err(aggregate_error)?
+                c.add(&key, client, values).map_err(aggregate_error)?
             }
             Some(Accumulator::Secure(_)) => {
                 return Err(ApiError::Conflict {
