@@ -443,7 +443,14 @@ impl<T: Transport, L: LocalTrainer> Participant<T, L> {
                     report.outcome = RoundOutcome::Dropped(why);
                 }
             }
-            _ => {
+            (Some(_), None) => {
+                // Unreachable today (keys are shared for every secure task above), but a secure
+                // task must never fall through to a plain upload: fail closed.
+                return Err(ParticipantError::Protocol(
+                    "a secure task reached upload without its key exchange".into(),
+                ));
+            }
+            (None, _) => {
                 let mut delta = trained.delta;
                 if let Some(clip) = task.update_clip {
                     clip_l2(&mut delta, clip);
