@@ -43,17 +43,7 @@ async fn three_cohort_join_processes_complete_a_secure_round_and_stop_on_ctrl_c(
     let (tx, rx) = mpsc::channel::<(usize, String)>();
     let mut children = Vec::new();
     for i in 0..3 {
-        let created: serde_json::Value = world
-            .http()
-            .post(format!("{}/v1/federations/cli/clients", server.url))
-            .bearer_auth(&world.admin)
-            .json(&json!({ "name": format!("h{i}") }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let created = create_client(&world, &server.url, "cli", &format!("h{i}")).await;
         let dir = world.root.0.join(format!("id{i}"));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("ca.pem"), &world.ca_pem).unwrap();

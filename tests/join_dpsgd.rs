@@ -14,7 +14,6 @@ use cohort_client::participant::{DpSgdTrainer, Participant, Poll, RoundOutcome};
 use cohort_client::weights;
 use cohort_privacy::EpsDelta;
 use common::*;
-use serde_json::json;
 use tch::{Device, Kind, Tensor};
 
 fn synthetic(seed: i64) -> Dataset {
@@ -55,17 +54,7 @@ async fn dp_sgd_participants_complete_a_secure_round() {
     let mut ps = Vec::new();
     for i in 0..3 {
         let name = format!("hospital-{i}");
-        let created: serde_json::Value = world
-            .http()
-            .post(format!("{}/v1/federations/dp/clients", server.url))
-            .bearer_auth(&world.admin)
-            .json(&json!({ "name": name }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let created = create_client(&world, &server.url, "dp", &name).await;
         let token = created["enrolment_token"].as_str().unwrap();
         let id = enrol(&server.url, "dp", token, &world.ca_pem, Some(64))
             .await
@@ -105,17 +94,7 @@ async fn dp_sgd_participants_complete_a_secure_round() {
     }
     let done = wait_round(&world, &server.url, "dp", round, Duration::from_secs(30)).await;
     assert_eq!(done["state"], "completed", "{done}");
-    let bytes = world
-        .http()
-        .get(format!("{}/v1/federations/dp/models/latest", server.url))
-        .bearer_auth(&world.viewer)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let after = read_weights(&bytes);
+    let after = latest_model(&world, &server.url, "dp").await;
     assert_eq!(after.len(), before.len());
     assert!(after.iter().all(|v| v.is_finite()));
     assert_ne!(after, before, "the global model did not move");

@@ -132,17 +132,7 @@ async fn cohort_join_processes_killed_after_sending_keys_leave_a_correct_or_abor
     let mut children = Children(Vec::new());
     let mut dirs = Vec::new();
     for i in 0..CLIENTS {
-        let created: serde_json::Value = world
-            .http()
-            .post(format!("{}/v1/federations/kill/clients", server.url))
-            .bearer_auth(&world.admin)
-            .json(&json!({ "name": format!("h{i}") }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let created = create_client(&world, &server.url, "kill", &format!("h{i}")).await;
         let dir = world.root.0.join(format!("id{i}"));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("ca.pem"), &world.ca_pem).unwrap();
@@ -189,16 +179,7 @@ async fn cohort_join_processes_killed_after_sending_keys_leave_a_correct_or_abor
                 .any(|(c, l)| *c == i && l.starts_with(&format!("round {round}: contributed")))
         })
     });
-    let bytes = world
-        .http()
-        .get(format!("{}/v1/federations/kill/models/latest", server.url))
-        .bearer_auth(&world.viewer)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let bytes = latest_model_bytes(&world, &server.url, "kill").await;
     let (_, new) = weights::flat_from_safetensors(&bytes).unwrap();
     let (_, old) = weights::flat_from_safetensors(&initial).unwrap();
     assert_eq!(new.len(), old.len());

@@ -48,17 +48,11 @@ fn noisy_config() -> Value {
 }
 
 async fn model(world: &World, url: &str) -> Vec<f64> {
-    let bytes = world
-        .http()
-        .get(format!("{url}/v1/federations/noisy/models/latest"))
-        .bearer_auth(&world.viewer)
-        .send()
+    latest_model(world, url, "noisy")
         .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    read_weights(&bytes).into_iter().map(f64::from).collect()
+        .into_iter()
+        .map(f64::from)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

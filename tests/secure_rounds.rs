@@ -45,20 +45,6 @@ fn step(config: &Value, clients: usize) -> (f64, u32) {
     )
 }
 
-async fn latest_model(world: &World, url: &str, fed: &str) -> Vec<f32> {
-    let bytes = world
-        .http()
-        .get(format!("{url}/v1/federations/{fed}/models/latest"))
-        .bearer_auth(&world.viewer)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    read_weights(&bytes)
-}
-
 fn round_id(view: &Value) -> u64 {
     view["id"].as_u64().unwrap()
 }

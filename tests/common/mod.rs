@@ -201,6 +201,42 @@ pub async fn create_federation_with(
     body
 }
 
+/// Registers client `name` in federation `fed` as the admin; the answer carries its one-time
+/// enrolment token.
+pub async fn create_client(world: &World, url: &str, fed: &str, name: &str) -> Value {
+    world
+        .http()
+        .post(format!("{url}/v1/federations/{fed}/clients"))
+        .bearer_auth(&world.admin)
+        .json(&json!({ "name": name }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The federation's latest global model as served (safetensors bytes), read as a viewer.
+pub async fn latest_model_bytes(world: &World, url: &str, fed: &str) -> Vec<u8> {
+    world
+        .http()
+        .get(format!("{url}/v1/federations/{fed}/models/latest"))
+        .bearer_auth(&world.viewer)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec()
+}
+
+/// The federation's latest global model as one flat vector.
+pub async fn latest_model(world: &World, url: &str, fed: &str) -> Vec<f32> {
+    read_weights(&latest_model_bytes(world, url, fed).await)
+}
+
 pub async fn admin_get(world: &World, url: &str, path: &str) -> Value {
     let resp = world
         .http()
