@@ -324,27 +324,15 @@ impl LocalLedger {
             |d| self.accountant.projected_epsilon(d, &[(next, steps)]),
             (0.0, 0.0),
         )?;
-        if projected.is_nan() || projected > self.budget.epsilon() {
-            return Err(LedgerError::BudgetExceeded {
-                projected_epsilon: projected,
-                spent_epsilon: self.spent_epsilon()?,
-                budget: self.budget,
-            });
-        }
+        self.refuse_over_budget(projected)?;
         let entry = JobEntry {
             label: label.to_owned(),
             noise_multiplier,
             sample_rate,
             steps,
-            reserved_at: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            reserved_at: unix_seconds(),
         };
-        let line =
-            serde_json::to_string(&entry).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
-        let mut file = OpenOptions::new().append(true).open(&self.path)?;
-        writeln!(file, "{line}")?;
-        file.sync_all()?;
+        self.append_durably(&entry)?;
         self.accountant.step(next, steps);
         self.entries.push(entry.clone());
         Ok(entry)
@@ -360,6 +348,22 @@ impl LocalLedger {
     ) -> Result<ReleaseEntry, LedgerError> {
         let extra = (charge.epsilon(), charge.delta());
         let projected = self.compose(|d| self.accountant.epsilon(d), extra)?;
+        self.refuse_over_budget(projected)?;
+        let entry = ReleaseEntry {
+            label: label.to_owned(),
+            epsilon: charge.epsilon(),
+            delta: charge.delta(),
+            released_at: unix_seconds(),
+        };
+        self.append_durably(&entry)?;
+        self.released.0 += extra.0;
+        self.released.1 += extra.1;
+        self.releases.push(entry.clone());
+        Ok(entry)
+    }
+
+    /// A projected ε that is NaN (unverifiable) or over the budget is refused: fail closed.
+    fn refuse_over_budget(&self, projected: f64) -> Result<(), LedgerError> {
         if projected.is_nan() || projected > self.budget.epsilon() {
             return Err(LedgerError::BudgetExceeded {
                 projected_epsilon: projected,
@@ -367,24 +371,25 @@ impl LocalLedger {
                 budget: self.budget,
             });
         }
-        let entry = ReleaseEntry {
-            label: label.to_owned(),
-            epsilon: charge.epsilon(),
-            delta: charge.delta(),
-            released_at: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-        };
-        let line =
-            serde_json::to_string(&entry).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Appends one JSON line and fsyncs before returning, so a charge is on disk before the
+    /// work that spends it starts.
+    fn append_durably(&self, entry: &impl Serialize) -> Result<(), LedgerError> {
+        let line = serde_json::to_string(entry).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
         let mut file = OpenOptions::new().append(true).open(&self.path)?;
         writeln!(file, "{line}")?;
         file.sync_all()?;
-        self.released.0 += extra.0;
-        self.released.1 += extra.1;
-        self.releases.push(entry.clone());
-        Ok(entry)
+        Ok(())
     }
+}
+
+/// Seconds since the Unix epoch for an entry's timestamp (0 if the clock is before 1970).
+fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn sync_parent(path: &Path) -> std::io::Result<()> {
