@@ -798,8 +798,9 @@ impl Service {
             .await
     }
 
-    /// `PUT .../secagg/masked`: the body is read only under an upload permit, so at most
-    /// `upload_concurrency` masked buffers exist at once.
+    /// `PUT .../secagg/masked`: the body is parked in a temporary file, then read back and
+    /// checked under an upload permit, so at most `upload_concurrency` masked buffers exist
+    /// at once and a slow sender holds no permit.
     pub async fn secagg_masked(
         &self,
         fed: &FederationId,
@@ -807,22 +808,32 @@ impl Service {
         fingerprint: &str,
         body: Body,
     ) -> Result<StageReceipt, ApiError> {
+        // Received in full (into a temporary file) before the permit, as plain uploads are: a
+        // body left unread behind the permits stalls the client's TCP send (see `spool`).
+        let spooled = super::spool::SpooledBody::receive(
+            body,
+            &self.settings.spool_dir,
+            self.settings.max_body_bytes,
+            &self.spool_writers,
+        )
+        .await
+        .map_err(|e| match e {
+            ApiError::PayloadTooLarge(_) => {
+                ApiError::PayloadTooLarge("the masked input exceeds max_body_bytes".into())
+            }
+            other => other,
+        })
+        .inspect_err(|_| self.metrics.upload_rejected())?;
         let _permit = self
             .upload_permits
             .acquire()
             .await
             .map_err(|_| ApiError::Unavailable("the server is shutting down".into()))?;
-        let bytes = axum::body::to_bytes(body, self.settings.max_body_bytes)
-            .await
-            .map_err(|e| {
-                if e.into_inner().is::<http_body_util::LengthLimitError>() {
-                    ApiError::PayloadTooLarge("the masked input exceeds max_body_bytes".into())
-                } else {
-                    ApiError::BadRequest("the body could not be read completely".into())
-                }
-            })?;
+        let mut lease = self.update_buffers.lease();
+        lease.bytes = spooled.read_into(std::mem::take(&mut lease.bytes)).await?;
+        let bytes = &lease.bytes;
         let result = self
-            .secure_submit(fed, round, fingerprint, |s, c| s.submit_masked(c, &bytes))
+            .secure_submit(fed, round, fingerprint, |s, c| s.submit_masked(c, bytes))
             .await;
         match &result {
             Ok(_) => self.metrics.upload_accepted(bytes.len()),
