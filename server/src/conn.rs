@@ -99,7 +99,9 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    let max = limits
+        .max_connections
+        .clamp(1, crate::config::MAX_CONNECTIONS_LIMIT);
     let slots = Arc::new(Semaphore::new(max));
     metrics.connection_slots(max);
     let (signals, signals_rx) = watch::channel(Signals::default());
@@ -159,7 +161,9 @@ pub async fn serve(
     }
     signals.send_modify(|s| s.stopping = true);
     drop(listener);
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, slots.acquire_many(max as u32)).await;
+    // Every slot back means every connection has ended.
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, slots.acquire_many(all)).await;
     if drained.is_err() {
         tracing::warn!("in-flight requests did not finish within {DRAIN_TIMEOUT:?}; closing");
     }
