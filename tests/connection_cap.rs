@@ -322,3 +322,58 @@ async fn http2_connections_hand_over_their_slot_too() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_secure_round_of_ten_clients_completes_through_three_slots() {
+    use cohort_client::participant::{Poll, RoundOutcome};
+    use cohort_privacy::EpsDelta;
+
+    const DIM: usize = 8;
+    fn delta(i: usize, _round: u64) -> Vec<f32> {
+        (0..DIM).map(|j| 0.01 * (i + j) as f32).collect()
+    }
+    let world = World::new("conncap-secure");
+    let mut config = world.config("127.0.0.1:0".parse().unwrap());
+    config.max_connections = 3;
+    // Short, so the check-ins' idle connections make room quickly.
+    config.idle_timeout_s = 1;
+    let server = world.start_with(config).await;
+    let url = server.url.clone();
+    // Stage deadlines below the server's 5 s long poll: three clients holding their stage
+    // polls would keep the other seven out past every deadline, unless the polls answer
+    // early once clients queue for a slot.
+    let mut fed_config = common::secure_config(3, 1000.0);
+    fed_config["deadlines"] = serde_json::json!(
+        { "training_s": 4, "key_exchange_s": 4, "upload_s": 4, "unmask_s": 4 }
+    );
+    common::create_federation(&world, &url, "sec", &[0.0; DIM], fed_config).await;
+    let budget = EpsDelta::new(1000.0, 1e-5).unwrap();
+    let mut ps = common::participants(&world, &url, "sec", 10, delta, budget).await;
+    common::check_in(&mut ps).await;
+
+    let round = common::open_round(&world, &url, "sec").await["id"]
+        .as_u64()
+        .unwrap();
+    let results = common::poll_all(ps).await;
+    let contributed = results
+        .iter()
+        .filter(
+            |(_, r)| matches!(r, Ok(Poll::Round(rep)) if rep.outcome == RoundOutcome::Contributed),
+        )
+        .count();
+    assert_eq!(
+        contributed,
+        10,
+        "{:?}",
+        results.iter().map(|(_, r)| r).collect::<Vec<_>>()
+    );
+    let done = common::wait_round(&world, &url, "sec", round, Duration::from_secs(30)).await;
+    assert_eq!(done["state"], "completed", "{done}");
+    assert_eq!(done["accepted"], 10, "{done}");
+    let text = metrics(&world, &url).await;
+    assert!(
+        metric(&text, "cohort_connections_waited_total") >= 1.0,
+        "{text}"
+    );
+    server.stop().await;
+}

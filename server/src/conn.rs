@@ -11,12 +11,13 @@
 //! Why clients cannot starve each other:
 //! - a connection with no request in flight for `idle_timeout` is closed, so a quiet
 //!   keep-alive client does not keep a slot;
-//! - while a connection waits for a slot, every answer the server gives carries
+//! - while a client waits for a slot, every answer the server gives carries
 //!   `Connection: close` (HTTP/2 connections get a GOAWAY instead), so busy clients hand
 //!   their slots over one request at a time, like Apache's event MPM turning keep-alive off
 //!   when its workers are all busy. Telling the client in the answer itself is what keeps
 //!   this race-free: it never sends another request on a connection the server is closing.
-//!   Idle connections are left to the idle timeout rather than cut at once, because an
+//!   Long polls answer early at that moment ([`Crowding`]), so they do not hold slots either;
+//! - idle connections are left to the idle timeout rather than cut at once, because an
 //!   HTTP/1.1 client may be sending on them at that very moment.
 
 use std::future::Future;
@@ -64,6 +65,20 @@ struct Signals {
     crowded: bool,
     /// The server is shutting down.
     stopping: bool,
+}
+
+/// Resolves once a client is waiting for a connection slot (or the server is stopping). Every
+/// request carries one as an extension, so that a handler holding a request open (a long
+/// poll) can answer early and let its connection hand the slot over.
+#[derive(Debug, Clone)]
+pub struct Crowding(watch::Receiver<Signals>);
+
+impl Crowding {
+    /// Waits until someone waits for a slot.
+    pub async fn wait(mut self) {
+        // An error means the accept loop has gone: the server is stopping.
+        let _ = self.0.wait_for(|s| s.crowded || s.stopping).await;
+    }
 }
 
 /// A connection's slot: the semaphore permit, and the open-connections gauge while held.
@@ -318,6 +333,7 @@ impl Conn {
                 let mut req = req.map(Body::new);
                 req.extensions_mut().insert(identity.clone());
                 req.extensions_mut().insert(RemoteAddr(remote));
+                req.extensions_mut().insert(Crowding(signals.clone()));
                 let app = app.clone();
                 let signals = signals.clone();
                 let metrics = metrics.clone();

@@ -20,6 +20,7 @@
 //! unmask shares `unmask_s` after that. Only the masked-input stage waits for training.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -37,6 +38,7 @@ use cohort_protocol::secagg::{
 
 use super::Service;
 use super::rounds::LiveRound;
+
 use crate::aggregate::SummedUpdates;
 use crate::domain::{
     ClientId, FederationId, RoundNumber, RoundStage, RoundState, StageDeadlines, Timestamp,
@@ -708,15 +710,19 @@ impl Service {
     /// A stage poll, held open (long poll) for up to [`LONG_POLL`] while the stage it waits
     /// for has not closed, so that clients learn of a closed stage at once instead of after
     /// their retry pause, and 100 waiting clients do not cost the server 1,000 requests a
-    /// second.
+    /// second. The wait ends early, with the `wait` answer, when `give_up` resolves: the
+    /// transport uses it when other clients queue for a connection slot, which a held poll
+    /// would otherwise keep from them until a stage deadline passed.
     async fn secure_poll<T>(
         &self,
         fed: &FederationId,
         round: RoundNumber,
         fingerprint: &str,
         poll: impl Fn(&SecureRound, &ClientId) -> Result<StagePoll<T>, ApiError>,
+        give_up: impl Future<Output = ()>,
     ) -> Result<StagePoll<T>, ApiError> {
         let started = Instant::now();
+        let mut give_up = std::pin::pin!(give_up);
         loop {
             let (live, client) = self.secure_live(fed, round, fingerprint).await?;
             let Some(live) = live else {
@@ -748,7 +754,10 @@ impl Service {
             tokio::pin!(notified);
             notified.as_mut().enable();
             drop(g);
-            let _ = tokio::time::timeout(left, notified).await;
+            tokio::select! {
+                _ = tokio::time::timeout(left, notified) => {}
+                () = give_up.as_mut() => return Ok(answer),
+            }
         }
     }
 
@@ -770,8 +779,9 @@ impl Service {
         fed: &FederationId,
         round: RoundNumber,
         fingerprint: &str,
+        give_up: impl Future<Output = ()>,
     ) -> Result<StagePoll<Directory>, ApiError> {
-        self.secure_poll(fed, round, fingerprint, |s, c| s.directory_for(c))
+        self.secure_poll(fed, round, fingerprint, |s, c| s.directory_for(c), give_up)
             .await
     }
 
@@ -793,8 +803,9 @@ impl Service {
         fed: &FederationId,
         round: RoundNumber,
         fingerprint: &str,
+        give_up: impl Future<Output = ()>,
     ) -> Result<StagePoll<Routed>, ApiError> {
-        self.secure_poll(fed, round, fingerprint, |s, c| s.routed_for(c))
+        self.secure_poll(fed, round, fingerprint, |s, c| s.routed_for(c), give_up)
             .await
     }
 
@@ -848,8 +859,9 @@ impl Service {
         fed: &FederationId,
         round: RoundNumber,
         fingerprint: &str,
+        give_up: impl Future<Output = ()>,
     ) -> Result<StagePoll<UnmaskList>, ApiError> {
-        self.secure_poll(fed, round, fingerprint, |s, c| s.unmask_for(c))
+        self.secure_poll(fed, round, fingerprint, |s, c| s.unmask_for(c), give_up)
             .await
     }
 
