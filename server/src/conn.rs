@@ -23,7 +23,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -209,10 +209,13 @@ struct Conn {
 
 /// Requests in flight on one connection, and since when it has had none.
 struct Activity {
+    /// Counted from the request's arrival until its response body is sent or dropped, so a
+    /// long poll or a slow upload is never taken for idleness.
     in_flight: AtomicUsize,
-    started: AtomicU64,
+    /// HTTP/2 has no `Connection: close`; a crowded HTTP/2 connection gets a GOAWAY instead.
     http2: AtomicBool,
     idle_since: Mutex<Instant>,
+    /// Wakes the connection's task to recompute its idle deadline.
     changed: Notify,
 }
 
@@ -220,7 +223,6 @@ impl Activity {
     fn new() -> Self {
         Self {
             in_flight: AtomicUsize::new(0),
-            started: AtomicU64::new(0),
             http2: AtomicBool::new(false),
             idle_since: Mutex::new(Instant::now()),
             changed: Notify::new(),
@@ -245,7 +247,6 @@ struct Busy(Arc<Activity>);
 impl Busy {
     fn begin(activity: &Arc<Activity>) -> Self {
         activity.in_flight.fetch_add(1, Ordering::AcqRel);
-        activity.started.fetch_add(1, Ordering::Relaxed);
         activity.changed.notify_one();
         Self(activity.clone())
     }
@@ -400,5 +401,33 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_in_flight_is_never_idle_and_idleness_counts_from_the_last_response() {
+        let activity = Arc::new(Activity::new());
+        let timeout = Duration::from_secs(30);
+        let opened = activity.idle_deadline(timeout).unwrap();
+        let first = Busy::begin(&activity);
+        let second = Busy::begin(&activity);
+        assert_eq!(activity.idle_deadline(timeout), None);
+        std::thread::sleep(Duration::from_millis(5));
+        drop(first);
+        assert_eq!(
+            activity.idle_deadline(timeout),
+            None,
+            "one is still in flight"
+        );
+        drop(second);
+        let after = activity.idle_deadline(timeout).unwrap();
+        assert!(
+            after >= opened + Duration::from_millis(5),
+            "{after:?} vs {opened:?}"
+        );
     }
 }
