@@ -60,12 +60,14 @@ pub struct ServerConfig {
     /// Connections served at once. Further clients wait in the kernel's listen queue (their
     /// TCP connect succeeds; the TLS handshake waits), costing the server no memory.
     ///
-    /// Each connection being served costs its TLS and HTTP buffers, ~0.15–0.2 MiB while it
+    /// Each connection being served costs its TLS and HTTP buffers, ~0.2 MiB while it
     /// uploads, so without a cap the server's peak memory grew with the number of clients
-    /// uploading at once (142 MiB at 400 clients against 65 MiB at 50). 256 keeps that part
-    /// under ~50 MiB, far below the file-descriptor limit (1024 by default), while throughput
-    /// is already flat from 50 concurrent uploaders on (updates are decoded
-    /// `upload_concurrency` at a time, so more connections only queue inside the server).
+    /// uploading at once (1M-parameter rounds, dev build: 66 MiB at 50 clients, 121–137 at
+    /// 400, 422 at 1600). 128 keeps that part near 25 MiB (78–80 MiB at 200 clients, 91 at
+    /// 800; 256 allowed 80–111 at 200 and 121–130 beyond), and a cap of 64 saved nothing more
+    /// at 200 clients: what is left there does not come from connections. Throughput needs no
+    /// more: updates are decoded `upload_concurrency` at a time, so further connections only
+    /// queue inside the server (docs/benchmarks.md, "Connection cap").
     pub max_connections: usize,
     /// Seconds a connection may sit with no request in flight before the server closes it,
     /// so that idle keep-alive clients do not hold slots others wait for. Longer than the
@@ -92,7 +94,7 @@ impl Default for ServerConfig {
             online_window_s: 300,
             client_cert_days: 365,
             round_interval_s: 30,
-            max_connections: 256,
+            max_connections: 128,
             idle_timeout_s: 30,
         }
     }
@@ -222,7 +224,7 @@ mod tests {
     #[test]
     fn connection_cap_and_idle_timeout_from_file_and_environment() {
         let defaults = ServerConfig::default();
-        assert_eq!(defaults.max_connections, 256);
+        assert_eq!(defaults.max_connections, 128);
         assert_eq!(defaults.idle_timeout_s, 30);
         defaults.validate().unwrap();
 
