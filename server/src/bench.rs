@@ -115,8 +115,11 @@ fn client(ca_pem: &str, identity: Option<(&str, &str)>) -> Result<Client> {
         }
         None => builder.with_no_client_auth(),
     };
+    // Idle connections are dropped before the server's idle timeout (30 s) would close them,
+    // as participants do, so no request races that close.
     Ok(Client::builder()
         .tls_backend_preconfigured(config)
+        .pool_idle_timeout(Duration::from_secs(20))
         .build()?)
 }
 

@@ -18,6 +18,10 @@ pub enum LogFormat {
     Json,
 }
 
+/// The most `max_connections` may be: the semaphore behind it counts in `u32`, and far more
+/// would exhaust file descriptors first.
+pub const MAX_CONNECTIONS_LIMIT: usize = 1 << 20;
+
 /// Every setting of the server.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -53,6 +57,23 @@ pub struct ServerConfig {
     /// Seconds between the end of one round and the opening of the next; 0 opens rounds only
     /// when an admin asks (`POST /v1/federations/{fed}/rounds`).
     pub round_interval_s: u64,
+    /// Connections served at once. Further clients wait in the kernel's listen queue (their
+    /// TCP connect succeeds; the TLS handshake waits), costing the server no memory.
+    ///
+    /// Each connection being served costs its TLS and HTTP buffers, ~0.2 MiB while it
+    /// uploads, so without a cap the server's peak memory grew with the number of clients
+    /// uploading at once (1M-parameter rounds, dev build: 66 MiB at 50 clients, 121–137 at
+    /// 400, 422 at 1600). 128 keeps that part near 25 MiB (78–80 MiB at 200 clients, 91 at
+    /// 800; 256 allowed 80–111 at 200 and 121–130 beyond), and a cap of 64 saved nothing more
+    /// at 200 clients: what is left there does not come from connections. Throughput needs no
+    /// more: updates are decoded `upload_concurrency` at a time, so further connections only
+    /// queue inside the server (docs/benchmarks.md, "Connection cap").
+    pub max_connections: usize,
+    /// Seconds a connection may sit with no request in flight before the server closes it,
+    /// so that idle keep-alive clients do not hold slots others wait for. Longer than the
+    /// participants' connection-pool timeout (20 s), so they drop idle connections first
+    /// instead of racing the server's close with a new request.
+    pub idle_timeout_s: u64,
 }
 
 impl Default for ServerConfig {
@@ -73,6 +94,8 @@ impl Default for ServerConfig {
             online_window_s: 300,
             client_cert_days: 365,
             round_interval_s: 30,
+            max_connections: 128,
+            idle_timeout_s: 30,
         }
     }
 }
@@ -140,6 +163,8 @@ impl ServerConfig {
         env!("COHORT_ONLINE_WINDOW_S", self.online_window_s);
         env!("COHORT_CLIENT_CERT_DAYS", self.client_cert_days);
         env!("COHORT_ROUND_INTERVAL_S", self.round_interval_s);
+        env!("COHORT_MAX_CONNECTIONS", self.max_connections);
+        env!("COHORT_IDLE_TIMEOUT_S", self.idle_timeout_s);
         if let Some(v) = get("COHORT_LOG_FORMAT") {
             self.log_format = match v.as_str() {
                 "text" => LogFormat::Text,
@@ -158,6 +183,16 @@ impl ServerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.upload_concurrency == 0 {
             return Err(ConfigError("upload_concurrency must be at least 1".into()));
+        }
+        if self.max_connections == 0 || self.max_connections > MAX_CONNECTIONS_LIMIT {
+            return Err(ConfigError(format!(
+                "max_connections must be between 1 and {MAX_CONNECTIONS_LIMIT}"
+            )));
+        }
+        if self.idle_timeout_s == 0 {
+            return Err(ConfigError(
+                "idle_timeout_s must be at least 1: idle connections would otherwise hold their slots forever".into(),
+            ));
         }
         if !(self.rate_limit_per_s.is_finite() && self.rate_limit_per_s >= 0.0) {
             return Err(ConfigError("rate_limit_per_s must be a number >= 0".into()));
@@ -184,5 +219,45 @@ mod tests {
         assert!(ServerConfig::from_toml("lisen = \"x\"").is_err());
         let bad = cfg.apply_env(|k| (k == "COHORT_TLS12").then(|| "maybe".to_owned()));
         assert!(bad.unwrap_err().0.contains("COHORT_TLS12"));
+    }
+
+    #[test]
+    fn connection_cap_and_idle_timeout_from_file_and_environment() {
+        let defaults = ServerConfig::default();
+        assert_eq!(defaults.max_connections, 128);
+        assert_eq!(defaults.idle_timeout_s, 30);
+        defaults.validate().unwrap();
+
+        let mut cfg =
+            ServerConfig::from_toml("max_connections = 16\nidle_timeout_s = 5\n").unwrap();
+        assert_eq!((cfg.max_connections, cfg.idle_timeout_s), (16, 5));
+        cfg.apply_env(|k| match k {
+            "COHORT_MAX_CONNECTIONS" => Some("2".to_owned()),
+            "COHORT_IDLE_TIMEOUT_S" => Some("1".to_owned()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!((cfg.max_connections, cfg.idle_timeout_s), (2, 1));
+        cfg.validate().unwrap();
+
+        let bad = cfg.apply_env(|k| (k == "COHORT_MAX_CONNECTIONS").then(|| "-3".to_owned()));
+        assert!(bad.unwrap_err().0.contains("COHORT_MAX_CONNECTIONS"));
+        assert!(ServerConfig::from_toml("max_connections = \"many\"").is_err());
+        assert!(
+            ServerConfig::from_toml("max_conections = 3").is_err(),
+            "typo refused"
+        );
+
+        for (text, what) in [
+            ("max_connections = 0", "max_connections"),
+            ("max_connections = 1048577", "max_connections"),
+            ("idle_timeout_s = 0", "idle_timeout_s"),
+        ] {
+            let err = ServerConfig::from_toml(text)
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert!(err.0.contains(what), "{text}: {err}");
+        }
     }
 }

@@ -20,6 +20,7 @@ pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod conn;
 pub mod domain;
 pub mod http;
 pub mod ledger;

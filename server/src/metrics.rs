@@ -24,6 +24,15 @@ pub struct Metrics {
     stage_seconds: Mutex<BTreeMap<&'static str, (f64, u64)>>,
     /// Client-level ε spent, per federation.
     federation_epsilon: Mutex<BTreeMap<String, f64>>,
+    /// Connections holding a slot (handshaking or served), and how many slots there are.
+    connections_open: AtomicU64,
+    connections_max: AtomicU64,
+    /// New connections that found every slot taken and waited for one.
+    connections_waited: AtomicU64,
+    /// Connections the server closed for being idle, and for making room (answers marked
+    /// `Connection: close` while others waited).
+    connections_closed_idle: AtomicU64,
+    connections_closed_crowded: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -73,6 +82,32 @@ impl Metrics {
     /// The federation's client-level ε is now `eps`.
     pub fn federation_epsilon(&self, federation: &str, eps: f64) {
         lock(&self.federation_epsilon).insert(federation.to_owned(), eps);
+    }
+
+    /// The number of connection slots (`max_connections`).
+    pub fn connection_slots(&self, max: usize) {
+        self.connections_max.store(max as u64, Ordering::Relaxed);
+    }
+    /// A connection took a slot.
+    pub fn connection_opened(&self) {
+        self.connections_open.fetch_add(1, Ordering::Relaxed);
+    }
+    /// A connection gave its slot back.
+    pub fn connection_closed(&self) {
+        self.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+    /// A new connection found every slot taken.
+    pub fn connection_waited(&self) {
+        self.connections_waited.fetch_add(1, Ordering::Relaxed);
+    }
+    /// The server closed a connection that had been idle too long.
+    pub fn connection_closed_idle(&self) {
+        self.connections_closed_idle.fetch_add(1, Ordering::Relaxed);
+    }
+    /// The server ended a connection after an answer to make room for a waiting one.
+    pub fn connection_closed_crowded(&self) {
+        self.connections_closed_crowded
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// The text exposition.
@@ -161,6 +196,41 @@ impl Metrics {
                 "cohort_federation_epsilon{{federation=\"{fed}\"}} {eps}"
             );
         }
+        let gauge = |out: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        };
+        gauge(
+            &mut out,
+            "cohort_connections_open",
+            "Connections holding a slot (TLS handshake or served).",
+            self.connections_open.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "cohort_connections_max",
+            "Connection slots (max_connections); further connections wait in the listen queue.",
+            self.connections_max.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "cohort_connections_waited_total",
+            "New connections that found every slot taken and waited for one.",
+            self.connections_waited.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP cohort_connections_closed_total Connections the server closed, by reason.\n# TYPE cohort_connections_closed_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "cohort_connections_closed_total{{reason=\"idle\"}} {}",
+            self.connections_closed_idle.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "cohort_connections_closed_total{{reason=\"crowded\"}} {}",
+            self.connections_closed_crowded.load(Ordering::Relaxed)
+        );
         out
     }
 }
@@ -177,7 +247,15 @@ mod tests {
         m.stage("upload", 0.5);
         m.federation_epsilon("mnist", 1.25);
         m.response(409);
+        m.connection_slots(8);
+        m.connection_opened();
+        m.connection_opened();
+        m.connection_closed();
+        m.connection_closed_idle();
         let text = m.render();
+        assert!(text.contains("cohort_connections_open 1"));
+        assert!(text.contains("cohort_connections_max 8"));
+        assert!(text.contains("cohort_connections_closed_total{reason=\"idle\"} 1"));
         assert!(text.contains("cohort_rounds_total{outcome=\"completed\"} 1"));
         assert!(text.contains("cohort_upload_bytes_total 100"));
         assert!(text.contains("cohort_stage_seconds_count{stage=\"upload\"} 1"));

@@ -5,9 +5,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 
 use crate::config::{LogFormat, ServerConfig};
+use crate::conn::ConnectionLimits;
 use crate::http::{AppState, app};
 use crate::metrics::Metrics;
 use crate::pki::PkiDir;
@@ -48,6 +49,7 @@ pub struct Server {
     tls: Option<TlsServer>,
     state: AppState,
     addr: SocketAddr,
+    limits: ConnectionLimits,
 }
 
 impl Server {
@@ -111,8 +113,7 @@ impl Server {
             max_json_bytes: config.max_json_bytes,
             max_body_bytes: config.max_body_bytes,
         };
-        let listener = TcpListener::bind(config.listen)
-            .await
+        let listener = listen(config.listen)
             .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.listen)))?;
         let addr = listener
             .local_addr()
@@ -122,6 +123,10 @@ impl Server {
             tls,
             state,
             addr,
+            limits: ConnectionLimits {
+                max_connections: config.max_connections,
+                idle_timeout: Duration::from_secs(config.idle_timeout_s),
+            },
         })
     }
 
@@ -152,6 +157,7 @@ impl Server {
             let _ = sched_rx.wait_for(|stop| *stop).await;
         }));
         let mut serve_rx = rx;
+        let metrics = self.state.metrics.clone();
         let router = app(self.state);
         let stop = async move {
             let _ = serve_rx.wait_for(|stop| *stop).await;
@@ -160,11 +166,31 @@ impl Server {
             shutdown.await;
             let _ = tx.send(true);
         });
-        crate::tls::serve(self.listener, self.tls, router, stop).await;
+        crate::conn::serve(self.listener, self.tls, router, self.limits, metrics, stop).await;
         signal.abort();
         let _ = scheduler.await;
         tracing::info!("server stopped");
     }
+}
+
+/// Connections the kernel queues for `accept` (it clamps this to `net.core.somaxconn`, 4096 by
+/// default since Linux 5.4). Clients beyond `max_connections` wait here, so it must hold a
+/// crowd: tokio's `TcpListener::bind` asks for 1024, and a full queue makes the kernel drop
+/// new handshakes, which clients only retry after a second or more.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` with a [`LISTEN_BACKLOG`]-deep accept queue.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restarted server can take its port back at once.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

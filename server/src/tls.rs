@@ -1,5 +1,5 @@
-//! HTTPS: the rustls configuration (ring provider, TLS 1.3 by default) and the accept loop
-//! that serves the axum router over it, attaching each connection's verified client identity.
+//! HTTPS: the rustls configuration (ring provider, TLS 1.3 by default) and each connection's
+//! verified client identity, which [`crate::conn`]'s accept loop attaches to its requests.
 //!
 //! Client certificates are asked for but not demanded during the handshake: people use bearer
 //! tokens and do not have one, and a client that enrols has no certificate yet. After the
@@ -9,24 +9,16 @@
 //! itself still checks the client's signature with the presented key, so holding a certificate
 //! without its key proves nothing.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
-use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
 
 /// Why TLS could not be set up; says which file is at fault.
 #[derive(Debug)]
@@ -191,6 +183,11 @@ impl TlsServer {
         })
     }
 
+    /// Accepts TLS connections with this configuration.
+    pub fn acceptor(&self) -> &TlsAcceptor {
+        &self.acceptor
+    }
+
     /// Verifies the chain a connection presented.
     pub fn classify_peer(&self, certs: Option<&[CertificateDer<'static>]>) -> PeerIdentity {
         let Some((leaf, intermediates)) = certs.and_then(<[_]>::split_first) else {
@@ -227,98 +224,5 @@ fn describe_cert_error(e: &rustls::Error) -> String {
             format!("the client certificate is invalid: {other:?}")
         }
         other => format!("the client certificate could not be verified: {other}"),
-    }
-}
-
-/// How long a client may take to complete the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest HTTP/1 read buffer per connection (headers must fit; bodies stream through it).
-const HTTP1_MAX_BUF: usize = 64 * 1024;
-/// How long in-flight requests may run after shutdown is asked for.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, lets in-flight
-/// requests finish (up to 10 s) and returns. With `tls = None` it serves plain HTTP (only
-/// behind `--insecure-http`).
-pub async fn serve(
-    listener: TcpListener,
-    tls: Option<TlsServer>,
-    app: Router,
-    shutdown: impl Future<Output = ()>,
-) {
-    let graceful = GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (tcp, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = tcp.set_nodelay(true);
-        let app = app.clone();
-        let tls = tls.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            match tls {
-                Some(tls) => {
-                    let stream =
-                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(tcp))
-                            .await
-                        {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%remote, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%remote, "TLS handshake timed out");
-                                return;
-                            }
-                        };
-                    let identity = tls.classify_peer(stream.get_ref().1.peer_certificates());
-                    serve_connection(stream, app, identity, remote, watcher).await;
-                }
-                None => serve_connection(tcp, app, PeerIdentity::Anonymous, remote, watcher).await,
-            }
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("in-flight requests did not finish within {DRAIN_TIMEOUT:?}; closing");
-    }
-}
-
-async fn serve_connection<I>(
-    io: I,
-    app: Router,
-    identity: PeerIdentity,
-    remote: SocketAddr,
-    watcher: hyper_util::server::graceful::Watcher,
-) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let svc = app.map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
-        req.extensions_mut().insert(identity.clone());
-        req.extensions_mut().insert(RemoteAddr(remote));
-        req.map(axum::body::Body::new)
-    });
-    let svc = hyper_util::service::TowerToHyperService::new(svc);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // hyper's read buffer grows to ~400 KiB per connection by default while a body streams
-    // in; with hundreds of clients uploading at once that alone outgrew the memory target.
-    builder.http1().max_buf_size(HTTP1_MAX_BUF);
-    let conn = builder.serve_connection(TokioIo::new(io), svc);
-    if let Err(e) = watcher.watch(conn.into_owned()).await {
-        tracing::debug!(%remote, error = %e, "connection ended with an error");
     }
 }

@@ -1,7 +1,7 @@
 //! The transport's limits over real HTTPS on 127.0.0.1: which TLS versions are accepted
 //! (1.3 by default, 1.2 only when configured), per-client rate limits (429 with a problem
 //! document and Retry-After), and a slow upload that must not hold back the others while they
-//! wait for an upload permit.
+//! wait for an upload permit (plain updates and masked inputs alike).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -188,5 +188,76 @@ async fn a_slow_upload_does_not_hold_back_the_others() {
     assert_eq!(slow_upload.await.unwrap(), StatusCode::OK);
     let r = get_json(&admin, &url, "/v1/federations/fed/rounds/1", &world.viewer).await;
     assert!(r["accepted"] == 3 || r["state"] == "completed", "{r}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_masked_input_does_not_hold_an_upload_permit() {
+    // Masked inputs share the upload permits with plain updates. `slow` sends half a masked
+    // input and stalls; it used to take the only permit before reading its body, so `b`'s
+    // plain upload waited behind it. (The federation is plain, so `slow`'s input is refused
+    // once it arrives: what matters is that it held no permit while arriving.)
+    const PARAMS: usize = 4096;
+    let world = World::new("slowmasked");
+    let mut config = world.config();
+    config.upload_concurrency = 1;
+    let server = Running::start(&config).await;
+    let url = server.url.clone();
+    let admin = world.client(None);
+    assert_eq!(
+        create_federation(
+            &admin,
+            &url,
+            &world.admin,
+            "fed",
+            &[0.0; PARAMS],
+            training_config(2)
+        )
+        .await
+        .status(),
+        StatusCode::CREATED
+    );
+    let mut clients = Vec::new();
+    for name in ["slow", "b"] {
+        let (c, k) = enrol(&world, &url, "fed", name, 1).await;
+        let client = world.client(Some((&c, &k)));
+        poll(&client, &url, "fed").await;
+        clients.push(client);
+    }
+    let open = admin
+        .post(format!("{url}/v1/federations/fed/rounds"))
+        .bearer_auth(&world.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(open.status(), StatusCode::CREATED);
+
+    let frame = encode_f32(&[1.0; PARAMS]);
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    tx.send(frame[..frame.len() / 2].to_vec()).await.unwrap();
+    let slow = clients.remove(0);
+    let slow_url = url.clone();
+    let slow_upload = tokio::spawn(async move {
+        slow.put(format!(
+            "{slow_url}/v1/federations/fed/rounds/1/secagg/masked"
+        ))
+        .header("content-type", "application/vnd.cohort.vector")
+        .body(reqwest::Body::wrap(Trickle(rx)))
+        .send()
+        .await
+        .unwrap()
+        .status()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let resp = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        upload(&clients[0], &url, "fed", 1, 1, frame.clone()),
+    )
+    .await
+    .expect("a plain upload waited behind a masked input that had not finished arriving");
+    assert_eq!(resp.status(), StatusCode::OK);
+    tx.send(frame[frame.len() / 2..].to_vec()).await.unwrap();
+    drop(tx);
+    assert_eq!(slow_upload.await.unwrap(), StatusCode::CONFLICT);
     server.stop().await;
 }

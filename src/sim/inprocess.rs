@@ -123,7 +123,12 @@ impl Transport for InProcessTransport {
     fn poll_directory(&self, round: u64) -> Call<'_, StagePoll<Directory>> {
         Box::pin(async move {
             self.service
-                .secagg_directory(&self.federation, round_number(round)?, &self.fingerprint)
+                .secagg_directory(
+                    &self.federation,
+                    round_number(round)?,
+                    &self.fingerprint,
+                    std::future::pending(),
+                )
                 .await
                 .map_err(transport_error)
         })
@@ -146,7 +151,12 @@ impl Transport for InProcessTransport {
     fn poll_routed(&self, round: u64) -> Call<'_, StagePoll<Routed>> {
         Box::pin(async move {
             self.service
-                .secagg_routed(&self.federation, round_number(round)?, &self.fingerprint)
+                .secagg_routed(
+                    &self.federation,
+                    round_number(round)?,
+                    &self.fingerprint,
+                    std::future::pending(),
+                )
                 .await
                 .map_err(transport_error)
         })
@@ -169,7 +179,12 @@ impl Transport for InProcessTransport {
     fn poll_unmask(&self, round: u64) -> Call<'_, StagePoll<UnmaskList>> {
         Box::pin(async move {
             self.service
-                .secagg_unmask_list(&self.federation, round_number(round)?, &self.fingerprint)
+                .secagg_unmask_list(
+                    &self.federation,
+                    round_number(round)?,
+                    &self.fingerprint,
+                    std::future::pending(),
+                )
                 .await
                 .map_err(transport_error)
         })

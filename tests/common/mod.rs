@@ -107,7 +107,11 @@ impl World {
     }
 
     pub async fn start_at(&self, listen: SocketAddr) -> Running {
-        let server = Server::build(&self.config(listen)).await.unwrap();
+        self.start_with(self.config(listen)).await
+    }
+
+    pub async fn start_with(&self, config: ServerConfig) -> Running {
+        let server = Server::build(&config).await.unwrap();
         let url = server.url();
         let addr = server.local_addr();
         let (tx, rx) = tokio::sync::oneshot::channel();

@@ -114,6 +114,11 @@ impl Identity {
     }
 }
 
+/// How long connecting may take, TLS handshake included.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an idle pooled connection is kept.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// An HTTPS client that trusts only `ca_pem` and, if given, presents `(cert_pem, key_pem)`.
 pub fn https_client(
     ca_pem: &str,
@@ -149,7 +154,13 @@ pub fn https_client(
     };
     reqwest::Client::builder()
         .tls_backend_preconfigured(config)
-        .connect_timeout(Duration::from_secs(10))
+        // Covers the TLS handshake too. A server at its connection cap leaves new clients in
+        // its listen queue (the TCP connect succeeds, the handshake waits for a free slot), so
+        // this must outlast a plausible wait there, not just a dead host's silence.
+        .connect_timeout(CONNECT_TIMEOUT)
+        // Shorter than the server's idle timeout (30 s by default): the client drops an idle
+        // connection first, rather than sending a request just as the server closes it.
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .timeout(Duration::from_secs(120))
         .build()
         .map_err(|e| e.to_string())

@@ -2,7 +2,7 @@
 //! [`handlers`] and only extract, call the [`Service`](crate::service::Service) and answer.
 //!
 //! [`app`] builds the whole router from a state, so tests drive it with `oneshot` and no
-//! socket; [`crate::tls::serve`] puts it behind HTTPS.
+//! socket; [`crate::conn::serve`] puts it behind HTTPS.
 
 mod admin;
 mod budgets;

@@ -11,7 +11,7 @@
 //! | 4 | `POST .../secagg/unmask` (JSON) | `GET .../rounds/{round}` (viewer) or the next task |
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, header};
 use cohort_protocol::messages::{MetricsUpload, UploadReceipt};
 use cohort_protocol::secagg::{
@@ -22,6 +22,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ClientCert, VECTOR_MEDIA_TYPE};
 use super::openapi::Operation;
+use crate::conn::Crowding;
 use crate::domain::{FederationId, RoundNumber};
 
 type Path = ApiPath<(FederationId, RoundNumber)>;
@@ -95,6 +96,15 @@ pub const OPERATIONS: &[Operation] = &[
     ),
 ];
 
+/// What ends a stage's long poll early: clients queueing for a connection slot, which the
+/// held poll's connection should hand over (see [`crate::conn`]).
+async fn give_up(crowding: Option<Extension<Crowding>>) {
+    match crowding {
+        Some(Extension(c)) => c.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// `POST .../rounds/{round}/metrics`.
 pub async fn post_metrics(
     State(s): State<AppState>,
@@ -128,10 +138,11 @@ pub async fn get_keys(
     State(s): State<AppState>,
     cert: ClientCert,
     ApiPath((fed, round)): Path,
+    crowding: Option<Extension<Crowding>>,
 ) -> ApiResult<StagePoll<Directory>> {
     let poll = s
         .service
-        .secagg_directory(&fed, round, &cert.fingerprint)
+        .secagg_directory(&fed, round, &cert.fingerprint, give_up(crowding))
         .await?;
     Ok(ApiJson(poll))
 }
@@ -155,10 +166,11 @@ pub async fn get_shares(
     State(s): State<AppState>,
     cert: ClientCert,
     ApiPath((fed, round)): Path,
+    crowding: Option<Extension<Crowding>>,
 ) -> ApiResult<StagePoll<Routed>> {
     let poll = s
         .service
-        .secagg_routed(&fed, round, &cert.fingerprint)
+        .secagg_routed(&fed, round, &cert.fingerprint, give_up(crowding))
         .await?;
     Ok(ApiJson(poll))
 }
@@ -193,10 +205,11 @@ pub async fn get_unmask(
     State(s): State<AppState>,
     cert: ClientCert,
     ApiPath((fed, round)): Path,
+    crowding: Option<Extension<Crowding>>,
 ) -> ApiResult<StagePoll<UnmaskList>> {
     let poll = s
         .service
-        .secagg_unmask_list(&fed, round, &cert.fingerprint)
+        .secagg_unmask_list(&fed, round, &cert.fingerprint, give_up(crowding))
         .await?;
     Ok(ApiJson(poll))
 }

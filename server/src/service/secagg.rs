@@ -20,6 +20,7 @@
 //! unmask shares `unmask_s` after that. Only the masked-input stage waits for training.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -37,6 +38,7 @@ use cohort_protocol::secagg::{
 
 use super::Service;
 use super::rounds::LiveRound;
+
 use crate::aggregate::SummedUpdates;
 use crate::domain::{
     ClientId, FederationId, RoundNumber, RoundStage, RoundState, StageDeadlines, Timestamp,
@@ -708,15 +710,19 @@ impl Service {
     /// A stage poll, held open (long poll) for up to [`LONG_POLL`] while the stage it waits
     /// for has not closed, so that clients learn of a closed stage at once instead of after
     /// their retry pause, and 100 waiting clients do not cost the server 1,000 requests a
-    /// second.
+    /// second. The wait ends early, with the `wait` answer, when `give_up` resolves: the
+    /// transport uses it when other clients queue for a connection slot, which a held poll
+    /// would otherwise keep from them until a stage deadline passed.
     async fn secure_poll<T>(
         &self,
         fed: &FederationId,
         round: RoundNumber,
         fingerprint: &str,
         poll: impl Fn(&SecureRound, &ClientId) -> Result<StagePoll<T>, ApiError>,
+        give_up: impl Future<Output = ()>,
     ) -> Result<StagePoll<T>, ApiError> {
         let started = Instant::now();
+        let mut give_up = std::pin::pin!(give_up);
         loop {
             let (live, client) = self.secure_live(fed, round, fingerprint).await?;
             let Some(live) = live else {
@@ -748,7 +754,10 @@ impl Service {
             tokio::pin!(notified);
             notified.as_mut().enable();
             drop(g);
-            let _ = tokio::time::timeout(left, notified).await;
+            tokio::select! {
+                _ = tokio::time::timeout(left, notified) => {}
+                () = give_up.as_mut() => return Ok(answer),
+            }
         }
     }
 
@@ -770,8 +779,9 @@ impl Service {
         fed: &FederationId,
         round: RoundNumber,
         fingerprint: &str,
+        give_up: impl Future<Output = ()>,
     ) -> Result<StagePoll<Directory>, ApiError> {
-        self.secure_poll(fed, round, fingerprint, |s, c| s.directory_for(c))
+        self.secure_poll(fed, round, fingerprint, |s, c| s.directory_for(c), give_up)
             .await
     }
 
@@ -793,13 +803,15 @@ impl Service {
         fed: &FederationId,
         round: RoundNumber,
         fingerprint: &str,
+        give_up: impl Future<Output = ()>,
     ) -> Result<StagePoll<Routed>, ApiError> {
-        self.secure_poll(fed, round, fingerprint, |s, c| s.routed_for(c))
+        self.secure_poll(fed, round, fingerprint, |s, c| s.routed_for(c), give_up)
             .await
     }
 
-    /// `PUT .../secagg/masked`: the body is read only under an upload permit, so at most
-    /// `upload_concurrency` masked buffers exist at once.
+    /// `PUT .../secagg/masked`: the body is parked in a temporary file, then read back and
+    /// checked under an upload permit, so at most `upload_concurrency` masked buffers exist
+    /// at once and a slow sender holds no permit.
     pub async fn secagg_masked(
         &self,
         fed: &FederationId,
@@ -807,22 +819,32 @@ impl Service {
         fingerprint: &str,
         body: Body,
     ) -> Result<StageReceipt, ApiError> {
+        // Received in full (into a temporary file) before the permit, as plain uploads are: a
+        // body left unread behind the permits stalls the client's TCP send (see `spool`).
+        let spooled = super::spool::SpooledBody::receive(
+            body,
+            &self.settings.spool_dir,
+            self.settings.max_body_bytes,
+            &self.spool_writers,
+        )
+        .await
+        .map_err(|e| match e {
+            ApiError::PayloadTooLarge(_) => {
+                ApiError::PayloadTooLarge("the masked input exceeds max_body_bytes".into())
+            }
+            other => other,
+        })
+        .inspect_err(|_| self.metrics.upload_rejected())?;
         let _permit = self
             .upload_permits
             .acquire()
             .await
             .map_err(|_| ApiError::Unavailable("the server is shutting down".into()))?;
-        let bytes = axum::body::to_bytes(body, self.settings.max_body_bytes)
-            .await
-            .map_err(|e| {
-                if e.into_inner().is::<http_body_util::LengthLimitError>() {
-                    ApiError::PayloadTooLarge("the masked input exceeds max_body_bytes".into())
-                } else {
-                    ApiError::BadRequest("the body could not be read completely".into())
-                }
-            })?;
+        let mut lease = self.update_buffers.lease();
+        lease.bytes = spooled.read_into(std::mem::take(&mut lease.bytes)).await?;
+        let bytes = &lease.bytes;
         let result = self
-            .secure_submit(fed, round, fingerprint, |s, c| s.submit_masked(c, &bytes))
+            .secure_submit(fed, round, fingerprint, |s, c| s.submit_masked(c, bytes))
             .await;
         match &result {
             Ok(_) => self.metrics.upload_accepted(bytes.len()),
@@ -837,8 +859,9 @@ impl Service {
         fed: &FederationId,
         round: RoundNumber,
         fingerprint: &str,
+        give_up: impl Future<Output = ()>,
     ) -> Result<StagePoll<UnmaskList>, ApiError> {
-        self.secure_poll(fed, round, fingerprint, |s, c| s.unmask_for(c))
+        self.secure_poll(fed, round, fingerprint, |s, c| s.unmask_for(c), give_up)
             .await
     }
 
