@@ -7,6 +7,9 @@
 use std::convert::Infallible;
 
 use cohort_privacy::rng::AesCtrRng;
+use zeroize::Zeroize;
+
+use super::prefetch::Prefetcher;
 use rand::SeedableRng;
 use rand::TryCryptoRng;
 use rand::rngs::SysRng;
@@ -54,6 +57,9 @@ pub struct SecureGaussian {
     rng: AesCtrRng,
     /// Reused across steps so a step allocates nothing; zeroed after every use.
     buffer: Vec<f32>,
+    /// Draws the next step's noise for models of at least [`PARALLEL_MIN`] parameters;
+    /// started by the first such step.
+    prefetch: Option<Prefetcher>,
 }
 
 impl std::fmt::Debug for SecureGaussian {
@@ -70,6 +76,7 @@ impl SecureGaussian {
         Ok(Self {
             rng,
             buffer: Vec::new(),
+            prefetch: None,
         })
     }
 
@@ -79,6 +86,7 @@ impl SecureGaussian {
         Self {
             rng: AesCtrRng::from_parent(&mut parent),
             buffer: Vec::new(),
+            prefetch: None,
         }
     }
 }
@@ -157,6 +165,34 @@ impl SecureGaussian {
         std::hint::black_box(&self.buffer);
         tensor?.f_to_kind(kind)
     }
+
+    /// `n` i.i.d. N(0, `std`²) `Float` values as a flat CPU tensor, taken from the values the
+    /// background thread drew during the previous step where it drew these; then asks it for
+    /// the next step's. The first step, or one whose size or deviation changed, draws here.
+    fn prefetched_normals(&mut self, std: f64, n: usize) -> Result<Tensor, TchError> {
+        if self.prefetch.is_none() {
+            self.prefetch = Prefetcher::start(&mut self.rng);
+        }
+        let Some(prefetch) = self.prefetch.as_mut() else {
+            return self.normals(std, n, Kind::Float);
+        };
+        let mut values = match prefetch.take(std, n) {
+            Some(values) => values,
+            None => {
+                let mut values = std::mem::take(&mut self.buffer);
+                values.resize(n, 0.0);
+                fill_normals(&mut self.rng, &mut values, |z| (z * std) as f32);
+                values
+            }
+        };
+        let tensor = Tensor::f_from_slice(&values);
+        // Zeroes the whole allocation and empties it: the worker refills it for the next step.
+        values.zeroize();
+        if let Err(refused) = prefetch.request(std, n, values) {
+            self.buffer = refused;
+        }
+        tensor
+    }
 }
 
 impl GaussianSource for SecureGaussian {
@@ -198,7 +234,12 @@ impl GaussianSource for SecureGaussian {
         if total == 0 {
             return Ok(());
         }
-        let noise = self.normals(std, total, kind)?.f_to_device(device)?;
+        let noise = if kind == Kind::Float && total >= PARALLEL_MIN {
+            self.prefetched_normals(std, total)?
+        } else {
+            self.normals(std, total, kind)?
+        }
+        .f_to_device(device)?;
         let mut offset = 0i64;
         for target in targets.iter_mut() {
             let n = target.numel() as i64;
