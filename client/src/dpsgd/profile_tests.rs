@@ -177,6 +177,9 @@ fn profile_conv_pieces() {
     for (c, h, out, k, stride, pad) in [
         (1i64, 28i64, 16i64, 8i64, 2i64, 3i64),
         (16, 13, 32, 4, 2, 0),
+        // A CIFAR-sized RGB first layer and a second 3×3 layer.
+        (3, 32, 16, 3, 1, 1),
+        (16, 16, 32, 3, 1, 1),
     ] {
         let a = Tensor::randn([b, c, h, h], (Kind::Float, Device::Cpu));
         let w = Tensor::randn([out, c, k, k], (Kind::Float, Device::Cpu));

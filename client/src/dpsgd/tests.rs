@@ -183,6 +183,51 @@ fn ghost_matches_brute_force_for_conv2d_explicit_branch() {
 }
 
 #[test]
+fn ghost_matches_brute_force_for_conv2d_grouped_branch_strided_padded_non_square() {
+    // One channel: per-sample gradients by grouped convolution, with a stride (the dilation of
+    // the gradient kernel) and padding, on a non-square image whose last rows the stride skips.
+    let spec = ModelSpec {
+        input_shape: vec![1, 9, 8],
+        input: InputKind::Float,
+        layers: vec![
+            LayerSpec::Conv2d {
+                out_channels: 4,
+                kernel: 4,
+                stride: 2,
+                padding: 1,
+            },
+            act(Activation::Tanh),
+            LayerSpec::Flatten,
+            lin(3),
+        ],
+        init: model::Init::He,
+    };
+    assert_parity(&spec, 8);
+}
+
+#[test]
+fn ghost_matches_brute_force_for_conv2d_patch_branch() {
+    // Five channels: explicit per-sample gradients from patches and a batched product.
+    let spec = ModelSpec {
+        input_shape: vec![5, 6, 6],
+        input: InputKind::Float,
+        layers: vec![
+            LayerSpec::Conv2d {
+                out_channels: 2,
+                kernel: 3,
+                stride: 1,
+                padding: 1,
+            },
+            act(Activation::Relu),
+            LayerSpec::Flatten,
+            lin(3),
+        ],
+        init: model::Init::He,
+    };
+    assert_parity(&spec, 9);
+}
+
+#[test]
 fn ghost_matches_brute_force_for_conv2d_gram_branch() {
     // 3×4×4 input, 8 filters of 3×3, stride 2 → one output position: Gram (L = 1) is cheaper.
     let spec = ModelSpec {
