@@ -7,7 +7,6 @@
 use std::convert::Infallible;
 
 use cohort_privacy::rng::AesCtrRng;
-use zeroize::Zeroize;
 
 use super::prefetch::Prefetcher;
 use rand::SeedableRng;
@@ -166,32 +165,22 @@ impl SecureGaussian {
         tensor?.f_to_kind(kind)
     }
 
-    /// `n` i.i.d. N(0, `std`²) `Float` values as a flat CPU tensor, taken from the values the
-    /// background thread drew during the previous step where it drew these; then asks it for
-    /// the next step's. The first step, or one whose size or deviation changed, draws here.
+    /// `n` i.i.d. N(0, `std`²) `Float` values as a flat CPU tensor: the one the background
+    /// thread drew during the previous step, where it drew these; then asks it for the next
+    /// step's. The first step, or one whose size or deviation changed, draws here.
     fn prefetched_normals(&mut self, std: f64, n: usize) -> Result<Tensor, TchError> {
         if self.prefetch.is_none() {
             self.prefetch = Prefetcher::start(&mut self.rng);
         }
-        let Some(prefetch) = self.prefetch.as_mut() else {
-            return self.normals(std, n, Kind::Float);
+        let ready = self.prefetch.as_mut().and_then(|p| p.take(std, n));
+        let tensor = match ready {
+            Some(tensor) => tensor,
+            None => self.normals(std, n, Kind::Float)?,
         };
-        let mut values = match prefetch.take(std, n) {
-            Some(values) => values,
-            None => {
-                let mut values = std::mem::take(&mut self.buffer);
-                values.resize(n, 0.0);
-                fill_normals(&mut self.rng, &mut values, |z| (z * std) as f32);
-                values
-            }
-        };
-        let tensor = Tensor::f_from_slice(&values);
-        // Zeroes the whole allocation and empties it: the worker refills it for the next step.
-        values.zeroize();
-        if let Err(refused) = prefetch.request(std, n, values) {
-            self.buffer = refused;
+        if let Some(prefetch) = self.prefetch.as_mut() {
+            prefetch.request(std, n);
         }
-        tensor
+        Ok(tensor)
     }
 }
 
@@ -320,6 +309,41 @@ mod tests {
         );
         for t in &targets {
             assert!(t.ne(2.0).all().int64_value(&[]) == 1);
+        }
+    }
+
+    #[test]
+    fn prefetched_steps_are_fresh_and_follow_a_changed_deviation() {
+        // Big enough for the background thread: step 1 draws here, later steps are prefetched,
+        // and a changed deviation must not be served the old one's values.
+        let mut source = SecureGaussian::from_rng(ChaCha20Rng::seed_from_u64(11));
+        let shapes: [&[i64]; 2] = [&[300, 200], &[101]];
+        let mut draws = Vec::new();
+        for std in [0.5, 0.5, 0.5, 2.0, 2.0] {
+            let mut targets: Vec<Tensor> = shapes
+                .iter()
+                .map(|s| Tensor::zeros(*s, (Kind::Float, Device::Cpu)))
+                .collect();
+            source.add_noise(std, &mut targets).unwrap();
+            let flat = Tensor::cat(
+                &targets
+                    .iter()
+                    .map(|t| t.flatten(0, -1).to_kind(Kind::Double))
+                    .collect::<Vec<_>>(),
+                0,
+            );
+            let got = flat.std(true).double_value(&[]);
+            assert!((got / std - 1.0).abs() < 0.02, "std {got}, wanted {std}");
+            draws.push(flat);
+        }
+        let n = draws[0].numel() as f64;
+        for pair in draws.windows(2) {
+            let corr = (&pair[0] * &pair[1]).mean(Kind::Double).double_value(&[])
+                / (pair[0].std(true).double_value(&[]) * pair[1].std(true).double_value(&[]));
+            assert!(
+                corr.abs() < 5.0 / n.sqrt(),
+                "consecutive steps correlate: {corr}"
+            );
         }
     }
 

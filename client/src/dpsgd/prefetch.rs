@@ -12,21 +12,21 @@ use std::thread::JoinHandle;
 
 use cohort_privacy::rng::AesCtrRng;
 use rand_distr::{Distribution, StandardNormal};
+use tch::Tensor;
 use zeroize::Zeroize;
 
-/// One request: `len` values of N(0, `std`²), written into `buffer` (recycled, so a steady
-/// run of steps allocates nothing).
+/// One request: a flat `Float` tensor of `len` values of N(0, `std`²).
 struct Job {
     std: f64,
     len: usize,
-    buffer: Vec<f32>,
 }
 
 /// A background noise thread and the one request it may have in flight.
 pub(super) struct Prefetcher {
     /// Dropping the sender ends the worker.
     jobs: Option<Sender<Job>>,
-    ready: Receiver<Vec<f32>>,
+    /// `None` where libtorch refused the tensor (the step then draws its own).
+    ready: Receiver<Option<Tensor>>,
     /// (std, len) of the request in flight, if any.
     pending: Option<(f64, usize)>,
     worker: Option<JoinHandle<()>>,
@@ -47,26 +47,25 @@ impl Prefetcher {
     pub(super) fn start(parent: &mut AesCtrRng) -> Option<Self> {
         let mut rng = AesCtrRng::from_parent(parent);
         let (jobs, job_rx) = mpsc::channel::<Job>();
-        let (ready_tx, ready) = mpsc::channel::<Vec<f32>>();
+        let (ready_tx, ready) = mpsc::channel::<Option<Tensor>>();
         let worker = std::thread::Builder::new()
             .name("dp-noise".into())
             .spawn(move || {
-                for Job {
-                    std,
-                    len,
-                    mut buffer,
-                } in job_rx
-                {
+                // Reused by every job; zeroed as soon as libtorch has its copy.
+                let mut buffer: Vec<f32> = Vec::new();
+                for Job { std, len } in job_rx {
                     buffer.clear();
                     buffer.extend((0..len).map(|_| {
                         let z: f64 = StandardNormal.sample(&mut rng);
                         (z * std) as f32
                     }));
-                    if let Err(mpsc::SendError(mut unread)) = ready_tx.send(buffer) {
-                        unread.zeroize();
-                        return;
+                    let tensor = Tensor::f_from_slice(&buffer).ok();
+                    buffer.as_mut_slice().zeroize();
+                    if ready_tx.send(tensor).is_err() {
+                        break;
                     }
                 }
+                buffer.zeroize();
             })
             .ok()?;
         Some(Self {
@@ -77,48 +76,34 @@ impl Prefetcher {
         })
     }
 
-    /// The prefetched values if a request for exactly (`std`, `len`) is in flight, waiting for
-    /// it to finish. A request for anything else is collected and zeroized.
-    pub(super) fn take(&mut self, std: f64, len: usize) -> Option<Vec<f32>> {
+    /// The prefetched tensor if a request for exactly (`std`, `len`) is in flight, waiting for
+    /// it to finish. A request for anything else is collected and dropped.
+    pub(super) fn take(&mut self, std: f64, len: usize) -> Option<Tensor> {
         let (pending_std, pending_len) = self.pending.take()?;
-        let mut values = self.ready.recv().ok()?;
-        if pending_std.to_bits() == std.to_bits() && pending_len == len && values.len() == len {
-            Some(values)
-        } else {
-            values.zeroize();
-            None
-        }
+        let tensor = self.ready.recv().ok()??;
+        let matches = pending_std.to_bits() == std.to_bits() && pending_len == len;
+        (matches && tensor.numel() == len).then_some(tensor)
     }
 
-    /// Asks for the next step's values, drawn into `buffer` (whose contents the caller has
-    /// already zeroized). A request that cannot be taken (one is in flight, or the worker is
-    /// gone) gives the buffer back.
-    pub(super) fn request(
-        &mut self,
-        std: f64,
-        len: usize,
-        buffer: Vec<f32>,
-    ) -> Result<(), Vec<f32>> {
+    /// Asks for the next step's values. Returns whether the request was taken (not when one
+    /// is already in flight, or the worker is gone).
+    pub(super) fn request(&mut self, std: f64, len: usize) -> bool {
         let Some(jobs) = &self.jobs else {
-            return Err(buffer);
+            return false;
         };
-        if self.pending.is_some() {
-            return Err(buffer);
+        if self.pending.is_some() || jobs.send(Job { std, len }).is_err() {
+            return false;
         }
-        jobs.send(Job { std, len, buffer })
-            .map_err(|mpsc::SendError(job)| job.buffer)?;
         self.pending = Some((std, len));
-        Ok(())
+        true
     }
 }
 
 impl Drop for Prefetcher {
     fn drop(&mut self) {
         self.jobs = None;
-        if self.pending.take().is_some()
-            && let Ok(mut unread) = self.ready.recv()
-        {
-            unread.zeroize();
+        if self.pending.take().is_some() {
+            let _ = self.ready.recv();
         }
         if let Some(worker) = self.worker.take() {
             let _ = worker.join();
@@ -131,6 +116,8 @@ mod tests {
     // Test code.
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+    use tch::Kind;
+
     use super::*;
 
     #[test]
@@ -138,29 +125,23 @@ mod tests {
         let mut parent = AesCtrRng::from_key([3; 32]);
         let mut prefetcher = Prefetcher::start(&mut parent).unwrap();
         assert!(prefetcher.take(1.0, 10).is_none(), "nothing in flight yet");
-        prefetcher.request(2.0, 50_000, Vec::new()).unwrap();
-        assert!(
-            prefetcher.request(2.0, 50_000, Vec::new()).is_err(),
-            "one at a time"
-        );
+        assert!(prefetcher.request(2.0, 50_000));
+        assert!(!prefetcher.request(2.0, 50_000), "one at a time");
         let values = prefetcher.take(2.0, 50_000).unwrap();
-        assert_eq!(values.len(), 50_000);
-        let n = values.len() as f64;
-        let mean = values.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-        let var = values
-            .iter()
-            .map(|&v| (f64::from(v) - mean).powi(2))
-            .sum::<f64>()
-            / n;
+        assert_eq!(values.size(), [50_000]);
+        assert_eq!(values.kind(), Kind::Float);
+        let n = 50_000f64;
+        let mean = values.mean(Kind::Double).double_value(&[]);
+        let std = values.std(true).double_value(&[]);
         assert!(mean.abs() < 5.0 * 2.0 / n.sqrt(), "mean {mean}");
-        assert!((var.sqrt() / 2.0 - 1.0).abs() < 0.02, "std {}", var.sqrt());
+        assert!((std / 2.0 - 1.0).abs() < 0.02, "std {std}");
         // A different size or deviation is never served from the prefetch.
-        prefetcher.request(2.0, 100, values).unwrap();
+        assert!(prefetcher.request(2.0, 100));
         assert!(prefetcher.take(2.0, 99).is_none());
-        prefetcher.request(2.0, 100, Vec::new()).unwrap();
+        assert!(prefetcher.request(2.0, 100));
         assert!(prefetcher.take(1.0, 100).is_none());
         // Dropping with a request in flight joins the worker.
-        prefetcher.request(1.0, 100, Vec::new()).unwrap();
+        assert!(prefetcher.request(1.0, 100));
         drop(prefetcher);
     }
 
@@ -168,11 +149,10 @@ mod tests {
     fn successive_draws_are_fresh() {
         let mut parent = AesCtrRng::from_key([4; 32]);
         let mut prefetcher = Prefetcher::start(&mut parent).unwrap();
-        prefetcher.request(1.0, 8, Vec::new()).unwrap();
+        assert!(prefetcher.request(1.0, 8));
         let first = prefetcher.take(1.0, 8).unwrap();
-        let kept = first.clone();
-        prefetcher.request(1.0, 8, first).unwrap();
+        assert!(prefetcher.request(1.0, 8));
         let second = prefetcher.take(1.0, 8).unwrap();
-        assert_ne!(kept, second);
+        assert!(!first.allclose(&second, 0.0, 0.0, false));
     }
 }
