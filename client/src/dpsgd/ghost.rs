@@ -193,7 +193,12 @@ pub(crate) fn squared_norms(records: &[Record], grads: &[Tensor]) -> Result<Norm
 /// `L = H'·W'` output positions and the `C·k·k` axis in the weight's `[C, k, k]` order: what
 /// `im2col` gives (transposed), built from strided views and one copy, because libtorch's CPU
 /// `im2col` is tens of times slower than this on the shapes DP-SGD sees.
-fn patches(input: &Tensor, kernel: i64, stride: i64, padding: i64) -> Result<Tensor, TchError> {
+pub(super) fn patches(
+    input: &Tensor,
+    kernel: i64,
+    stride: i64,
+    padding: i64,
+) -> Result<Tensor, TchError> {
     let size = input.size();
     let (b, c) = (size[0], size[1]);
     let padded = if padding > 0 {
@@ -220,7 +225,7 @@ const GROUPED_CONV_MAX_CHANNELS: i64 = 3;
 /// as one convolution: sample `b`'s gradient correlates its (padded) input with its output
 /// gradient taken as a kernel dilated by the stride. Batch and channels swap roles (the input
 /// becomes `[C, B, H, W]`, the `B·out` kernels form B groups), so no patch tensor is built.
-fn per_sample_conv_grads(
+pub(super) fn per_sample_conv_grads(
     input: &Tensor,
     g: &Tensor,
     kernel: i64,
