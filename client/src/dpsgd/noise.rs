@@ -36,6 +36,11 @@ pub trait GaussianSource: std::fmt::Debug + Send {
     /// Whether the source is a CSPRNG seeded unpredictably (what a privacy claim needs).
     fn is_secure(&self) -> bool;
 
+    /// Finishes any noise being drawn in the background for a later step. Training never needs
+    /// this; a benchmark calls it so that background work is timed with the steps that caused
+    /// it, not with whatever runs next.
+    fn settle(&mut self) {}
+
     /// Adds independent N(0, `std`²) to every entry of every tensor of `targets`, in place
     /// (one DP-SGD step's noise). Sources that can draw a whole step's noise at once override
     /// this; the default draws one tensor at a time.
@@ -243,6 +248,12 @@ impl GaussianSource for SecureGaussian {
 
     fn is_secure(&self) -> bool {
         true
+    }
+
+    fn settle(&mut self) {
+        if let Some(prefetch) = self.prefetch.as_mut() {
+            prefetch.settle();
+        }
     }
 }
 
