@@ -182,71 +182,45 @@ fn ghost_matches_brute_force_for_conv2d_explicit_branch() {
     assert_parity(&spec, 6);
 }
 
-#[test]
-fn ghost_matches_brute_force_for_conv2d_grouped_branch_strided_padded_non_square() {
-    // One channel: per-sample gradients by grouped convolution, with a stride (the dilation of
-    // the gradient kernel) and padding, on a non-square image whose last rows the stride skips.
-    let spec = ModelSpec {
-        input_shape: vec![1, 9, 8],
+/// One convolution (`[out, kernel, stride, padding]`) over `input_shape`, an activation, and
+/// a linear head of 3: the shape of the per-branch convolution parity tests.
+fn conv_net(input_shape: [i64; 3], conv: [i64; 4], activation: Activation) -> ModelSpec {
+    let [out_channels, kernel, stride, padding] = conv;
+    ModelSpec {
+        input_shape: input_shape.to_vec(),
         input: InputKind::Float,
         layers: vec![
             LayerSpec::Conv2d {
-                out_channels: 4,
-                kernel: 4,
-                stride: 2,
-                padding: 1,
+                out_channels,
+                kernel,
+                stride,
+                padding,
             },
-            act(Activation::Tanh),
+            act(activation),
             LayerSpec::Flatten,
             lin(3),
         ],
         init: model::Init::He,
-    };
-    assert_parity(&spec, 8);
+    }
+}
+
+#[test]
+fn ghost_matches_brute_force_for_conv2d_grouped_branch_strided_padded_non_square() {
+    // One channel: per-sample gradients by grouped convolution, with a stride (the dilation of
+    // the gradient kernel) and padding, on a non-square image whose last rows the stride skips.
+    assert_parity(&conv_net([1, 9, 8], [4, 4, 2, 1], Activation::Tanh), 8);
 }
 
 #[test]
 fn ghost_matches_brute_force_for_conv2d_patch_branch() {
     // Five channels: explicit per-sample gradients from patches and a batched product.
-    let spec = ModelSpec {
-        input_shape: vec![5, 6, 6],
-        input: InputKind::Float,
-        layers: vec![
-            LayerSpec::Conv2d {
-                out_channels: 2,
-                kernel: 3,
-                stride: 1,
-                padding: 1,
-            },
-            act(Activation::Relu),
-            LayerSpec::Flatten,
-            lin(3),
-        ],
-        init: model::Init::He,
-    };
-    assert_parity(&spec, 9);
+    assert_parity(&conv_net([5, 6, 6], [2, 3, 1, 1], Activation::Relu), 9);
 }
 
 #[test]
 fn ghost_matches_brute_force_for_conv2d_gram_branch() {
     // 3×4×4 input, 8 filters of 3×3, stride 2 → one output position: Gram (L = 1) is cheaper.
-    let spec = ModelSpec {
-        input_shape: vec![3, 4, 4],
-        input: InputKind::Float,
-        layers: vec![
-            LayerSpec::Conv2d {
-                out_channels: 8,
-                kernel: 3,
-                stride: 2,
-                padding: 0,
-            },
-            act(Activation::Tanh),
-            LayerSpec::Flatten,
-            lin(3),
-        ],
-        init: model::Init::He,
-    };
-    assert_parity(&spec, 5);
+    assert_parity(&conv_net([3, 4, 4], [8, 3, 2, 0], Activation::Tanh), 5);
 }
 
 #[test]
