@@ -4,7 +4,8 @@
 //! Inputs are random tensors of the model's input shape: throughput does not depend on pixel
 //! values, and this keeps the benchmark free of data files. Each variant gets warm-up steps,
 //! then runs for at least `min_seconds` of wall time. Non-private and ghost-clipping steps
-//! alternate, so the overhead ratio holds even on a machine whose load changes during the run.
+//! alternate in short blocks, so the overhead ratio holds even on a machine whose load changes
+//! during the run, and DP-SGD's background noise is timed with DP-SGD.
 
 use std::time::{Duration, Instant};
 
@@ -28,7 +29,7 @@ pub struct DpSgdBenchReport {
     pub parameters: i64,
     /// Non-private training (mean loss, one backward, SGD).
     pub samples_per_s_nonprivate: f64,
-    /// DP-SGD with ghost clipping, ChaCha20 noise.
+    /// DP-SGD with ghost clipping and the default noise (AES-256-CTR, a CSPRNG).
     pub samples_per_s_dp: f64,
     /// DP-SGD with the per-sample fallback (one backward per example).
     pub samples_per_s_dp_fallback: f64,
@@ -78,29 +79,34 @@ fn timed(
     Ok(steps as f64 * settings.batch as f64 / start.elapsed().as_secs_f64())
 }
 
-/// Throughputs of two variants measured in alternation, one step of each in turn, so that a
-/// change in machine load (a shared CI runner, other builds) hits both alike and their ratio
-/// stays meaningful. Runs until each variant has had `min_seconds`.
+/// Steps of one variant run back to back before the other's turn: enough that DP-SGD's noise
+/// for its next step is drawn in the background during its own steps, as in training, and
+/// not during the non-private block; few enough that a change in load hits both alike.
+const BLOCK_STEPS: usize = 8;
+
+/// Throughputs of two variants measured in alternating blocks of [`BLOCK_STEPS`] steps, so
+/// that a change in machine load (a shared CI runner, other builds) hits both alike and their
+/// ratio stays meaningful. `first` and `second` each run the number of steps they are given
+/// and finish any background work before returning (it is timed with them). Runs until each
+/// variant has had `min_seconds`.
 fn timed_pair(
     settings: &BenchSettings,
-    mut first: impl FnMut() -> Result<(), DpError>,
-    mut second: impl FnMut() -> Result<(), DpError>,
+    mut first: impl FnMut(usize) -> Result<(), DpError>,
+    mut second: impl FnMut(usize) -> Result<(), DpError>,
 ) -> Result<(f64, f64), DpError> {
-    for _ in 0..settings.warmup_steps {
-        first()?;
-        second()?;
-    }
+    first(settings.warmup_steps)?;
+    second(settings.warmup_steps)?;
     let budget = Duration::from_secs_f64(settings.min_seconds);
     let (mut spent_first, mut spent_second) = (Duration::ZERO, Duration::ZERO);
     let mut steps = 0u64;
     while steps == 0 || spent_first < budget || spent_second < budget {
         let start = Instant::now();
-        first()?;
+        first(BLOCK_STEPS)?;
         let middle = Instant::now();
-        second()?;
+        second(BLOCK_STEPS)?;
         spent_first += middle - start;
         spent_second += middle.elapsed();
-        steps += 1;
+        steps += BLOCK_STEPS as u64;
     }
     let examples = steps as f64 * settings.batch as f64;
     Ok((
@@ -158,11 +164,19 @@ pub fn dp_sgd(
     let mut ghost = make(ClippingMode::Ghost)?;
     let (nonprivate, dp) = timed_pair(
         settings,
-        || {
-            plain.step(&features, &labels)?;
+        |steps| {
+            for _ in 0..steps {
+                plain.step(&features, &labels)?;
+            }
             Ok(())
         },
-        || ghost.step(&features, &labels).map(|_| ()),
+        |steps| {
+            for _ in 0..steps {
+                ghost.step(&features, &labels)?;
+            }
+            ghost.settle_noise();
+            Ok(())
+        },
     )?;
     let mut fallback = make(ClippingMode::PerSample)?;
     let fallback_settings = BenchSettings {

@@ -41,6 +41,19 @@ pub fn clipped_gradient_sum<N: Network + ?Sized>(
     max_grad_norm: f64,
     mode: ClippingMode,
 ) -> Result<ClippedSum, DpError> {
+    scaled_clipped_gradient_sum(net, features, labels, max_grad_norm, mode, 1.0)
+}
+
+/// `scale · Σ_i min(1, C/‖∇_i‖) ∇_i`: the scale rides on the per-example clip factors, so
+/// the trainer's division by the expected batch size costs no pass over the gradients.
+pub(crate) fn scaled_clipped_gradient_sum<N: Network + ?Sized>(
+    net: &N,
+    features: &Tensor,
+    labels: &Tensor,
+    max_grad_norm: f64,
+    mode: ClippingMode,
+    scale: f64,
+) -> Result<ClippedSum, DpError> {
     let trainable = trainable_parameters(net);
     let batch_size = features.size().first().copied().unwrap_or(0);
     if batch_size == 0 {
@@ -69,9 +82,9 @@ pub fn clipped_gradient_sum<N: Network + ?Sized>(
         ClippingMode::Auto => net.supports_ghost_clipping(),
     };
     if use_ghost {
-        ghost_clipped_sum(net, &trainable, features, labels, max_grad_norm)
+        ghost_clipped_sum(net, &trainable, features, labels, max_grad_norm, scale)
     } else {
-        per_sample_clipped_sum(net, &trainable, features, labels, max_grad_norm)
+        per_sample_clipped_sum(net, &trainable, features, labels, max_grad_norm, scale)
     }
 }
 
@@ -81,6 +94,7 @@ fn ghost_clipped_sum<N: Network + ?Sized>(
     features: &Tensor,
     labels: &Tensor,
     max_grad_norm: f64,
+    scale: f64,
 ) -> Result<ClippedSum, DpError> {
     let batch_size = features.size()[0];
     let mut tape = Tape::recording();
@@ -90,7 +104,10 @@ fn ghost_clipped_sum<N: Network + ?Sized>(
     let outputs: Vec<&Tensor> = records.iter().map(|r| r.output()).collect();
     let output_grads = Tensor::f_run_backward(&[&loss], &outputs, false, false)?;
     let norms = ghost::squared_norms(&records, &output_grads)?;
-    let factors = ghost::clip_factors(&norms.squared, max_grad_norm)?;
+    let mut factors = ghost::clip_factors(&norms.squared, max_grad_norm)?;
+    if scale != 1.0 {
+        factors = factors.f_mul_scalar(scale)?;
+    }
     let all = net.param_tensors();
     let mut by_id = ghost::clipped_sum(&records, &output_grads, norms, &factors, &all)?;
     let mut grads = Vec::with_capacity(trainable.len());
@@ -120,6 +137,7 @@ fn per_sample_clipped_sum<N: Network + ?Sized>(
     features: &Tensor,
     labels: &Tensor,
     max_grad_norm: f64,
+    scale: f64,
 ) -> Result<ClippedSum, DpError> {
     let batch_size = features.size()[0];
     let params: Vec<&Tensor> = trainable.iter().map(|(_, p)| p).collect();
@@ -138,7 +156,7 @@ fn per_sample_clipped_sum<N: Network + ?Sized>(
         for g in &grads {
             squared += g.f_square()?.f_sum(g.kind())?.f_double_value(&[])?;
         }
-        let factor = (max_grad_norm / (squared.sqrt() + ghost::STABILITY)).min(1.0);
+        let factor = (max_grad_norm / (squared.sqrt() + ghost::STABILITY)).min(1.0) * scale;
         tch::no_grad(|| -> Result<(), TchError> {
             for (sum, g) in sums.iter_mut().zip(&grads) {
                 *sum = sum.f_add(&g.f_mul_scalar(factor)?)?;

@@ -112,17 +112,25 @@ pub(crate) fn squared_norms(records: &[Record], grads: &[Tensor]) -> Result<Norm
                 padding,
                 ..
             } => {
-                let patches = patches(input, *kernel, *stride, *padding)?; // [B, L, C·k·k]
                 let b = g.size()[0];
                 let out = g.size()[1];
+                let channels = input.size()[1];
                 let gs = g.f_reshape([b, out, -1])?; // [B, out, L]
-                let (l, ckk) = (patches.size()[1], patches.size()[2]);
+                let l = gs.size()[2];
+                let ckk = channels * kernel * kernel;
                 // Flops: explicit B·out·L·ckk; Gram B·L²·(ckk + out).
-                if out * ckk <= l * (ckk + out) {
+                let explicit = out * ckk <= l * (ckk + out);
+                if explicit && channels <= GROUPED_CONV_MAX_CHANNELS {
+                    let per_sample = per_sample_conv_grads(input, g, *kernel, *stride, *padding)?;
+                    add(sum_squares_per_sample(&per_sample)?)?;
+                    kept.push(Kept::PerSample(per_sample));
+                } else if explicit {
+                    let patches = patches(input, *kernel, *stride, *padding)?; // [B, L, C·k·k]
                     let per_sample = gs.f_bmm(&patches)?; // [B, out, ckk]
                     add(sum_squares_per_sample(&per_sample)?)?;
                     kept.push(Kept::PerSample(per_sample));
                 } else {
+                    let patches = patches(input, *kernel, *stride, *padding)?; // [B, L, C·k·k]
                     let ga = patches.f_bmm(&patches.f_transpose(1, 2)?)?; // [B, L, L]
                     let gg = gs.f_transpose(1, 2)?.f_bmm(&gs)?;
                     add(ga.f_mul(&gg)?.f_sum_dim_intlist(
@@ -185,7 +193,12 @@ pub(crate) fn squared_norms(records: &[Record], grads: &[Tensor]) -> Result<Norm
 /// `L = H'·W'` output positions and the `C·k·k` axis in the weight's `[C, k, k]` order: what
 /// `im2col` gives (transposed), built from strided views and one copy, because libtorch's CPU
 /// `im2col` is tens of times slower than this on the shapes DP-SGD sees.
-fn patches(input: &Tensor, kernel: i64, stride: i64, padding: i64) -> Result<Tensor, TchError> {
+pub(super) fn patches(
+    input: &Tensor,
+    kernel: i64,
+    stride: i64,
+    padding: i64,
+) -> Result<Tensor, TchError> {
     let size = input.size();
     let (b, c) = (size[0], size[1]);
     let padded = if padding > 0 {
@@ -199,6 +212,45 @@ fn patches(input: &Tensor, kernel: i64, stride: i64, padding: i64) -> Result<Ten
         .f_unfold(3, kernel, stride)?
         .f_permute([0, 2, 3, 1, 4, 5])?
         .f_reshape([b, -1, c * kernel * kernel])
+}
+
+/// Up to this many input channels a convolution's explicit per-sample gradients come from one
+/// grouped convolution ([`per_sample_conv_grads`]) instead of patches and a batched product:
+/// for a first layer over grey or RGB images the patch copy (`k²` copies of the image) is most
+/// of the cost, while with more channels libtorch's grouped convolution is the slower of the
+/// two (docs/benchmarks.md, `profile_conv_pieces`).
+const GROUPED_CONV_MAX_CHANNELS: i64 = 3;
+
+/// Per-sample weight gradients of a convolution, `[B, out, C·k·k]` in the weight's order,
+/// as one convolution: sample `b`'s gradient correlates its (padded) input with its output
+/// gradient taken as a kernel dilated by the stride. Batch and channels swap roles (the input
+/// becomes `[C, B, H, W]`, the `B·out` kernels form B groups), so no patch tensor is built.
+pub(super) fn per_sample_conv_grads(
+    input: &Tensor,
+    g: &Tensor,
+    kernel: i64,
+    stride: i64,
+    padding: i64,
+) -> Result<Tensor, TchError> {
+    let size = g.size();
+    let (b, out, oh, ow) = (size[0], size[1], size[2], size[3]);
+    let c = input.size()[1];
+    let kernels = g.f_reshape([b * out, 1, oh, ow])?;
+    input
+        .f_transpose(0, 1)?
+        .f_conv2d(
+            &kernels,
+            None::<Tensor>,
+            [1, 1],
+            [padding, padding],
+            [stride, stride],
+            b,
+        )? // [C, B·out, k', k'] with k' ≥ k
+        .f_narrow(2, 0, kernel)?
+        .f_narrow(3, 0, kernel)?
+        .f_reshape([c, b, out, kernel * kernel])?
+        .f_permute([1, 2, 0, 3])?
+        .f_reshape([b, out, c * kernel * kernel])
 }
 
 /// `[B, ..., C, ...]` per-element products → per-sample per-channel sums `[B, C]`.

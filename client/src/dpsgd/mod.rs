@@ -15,6 +15,7 @@ mod ghost;
 pub mod noise;
 pub mod optim;
 mod plain;
+mod prefetch;
 pub mod sampling;
 mod trainer;
 

@@ -7,6 +7,8 @@
 use std::convert::Infallible;
 
 use cohort_privacy::rng::AesCtrRng;
+
+use super::prefetch::Prefetcher;
 use rand::SeedableRng;
 use rand::TryCryptoRng;
 use rand::rngs::SysRng;
@@ -34,6 +36,11 @@ pub trait GaussianSource: std::fmt::Debug + Send {
     /// Whether the source is a CSPRNG seeded unpredictably (what a privacy claim needs).
     fn is_secure(&self) -> bool;
 
+    /// Finishes any noise being drawn in the background for a later step. Training never needs
+    /// this; a benchmark calls it so that background work is timed with the steps that caused
+    /// it, not with whatever runs next.
+    fn settle(&mut self) {}
+
     /// Adds independent N(0, `std`²) to every entry of every tensor of `targets`, in place
     /// (one DP-SGD step's noise). Sources that can draw a whole step's noise at once override
     /// this; the default draws one tensor at a time.
@@ -54,6 +61,9 @@ pub struct SecureGaussian {
     rng: AesCtrRng,
     /// Reused across steps so a step allocates nothing; zeroed after every use.
     buffer: Vec<f32>,
+    /// Draws the next step's noise for models of at least [`PARALLEL_MIN`] parameters;
+    /// started by the first such step.
+    prefetch: Option<Prefetcher>,
 }
 
 impl std::fmt::Debug for SecureGaussian {
@@ -70,6 +80,7 @@ impl SecureGaussian {
         Ok(Self {
             rng,
             buffer: Vec::new(),
+            prefetch: None,
         })
     }
 
@@ -79,6 +90,7 @@ impl SecureGaussian {
         Self {
             rng: AesCtrRng::from_parent(&mut parent),
             buffer: Vec::new(),
+            prefetch: None,
         }
     }
 }
@@ -157,6 +169,24 @@ impl SecureGaussian {
         std::hint::black_box(&self.buffer);
         tensor?.f_to_kind(kind)
     }
+
+    /// `n` i.i.d. N(0, `std`²) `Float` values as a flat CPU tensor: the one the background
+    /// thread drew during the previous step, where it drew these; then asks it for the next
+    /// step's. The first step, or one whose size or deviation changed, draws here.
+    fn prefetched_normals(&mut self, std: f64, n: usize) -> Result<Tensor, TchError> {
+        if self.prefetch.is_none() {
+            self.prefetch = Prefetcher::start(&mut self.rng);
+        }
+        let ready = self.prefetch.as_mut().and_then(|p| p.take(std, n));
+        let tensor = match ready {
+            Some(tensor) => tensor,
+            None => self.normals(std, n, Kind::Float)?,
+        };
+        if let Some(prefetch) = self.prefetch.as_mut() {
+            prefetch.request(std, n);
+        }
+        Ok(tensor)
+    }
 }
 
 impl GaussianSource for SecureGaussian {
@@ -198,7 +228,12 @@ impl GaussianSource for SecureGaussian {
         if total == 0 {
             return Ok(());
         }
-        let noise = self.normals(std, total, kind)?.f_to_device(device)?;
+        let noise = if kind == Kind::Float && total >= PARALLEL_MIN {
+            self.prefetched_normals(std, total)?
+        } else {
+            self.normals(std, total, kind)?
+        }
+        .f_to_device(device)?;
         let mut offset = 0i64;
         for target in targets.iter_mut() {
             let n = target.numel() as i64;
@@ -213,6 +248,12 @@ impl GaussianSource for SecureGaussian {
 
     fn is_secure(&self) -> bool {
         true
+    }
+
+    fn settle(&mut self) {
+        if let Some(prefetch) = self.prefetch.as_mut() {
+            prefetch.settle();
+        }
     }
 }
 
@@ -279,6 +320,41 @@ mod tests {
         );
         for t in &targets {
             assert!(t.ne(2.0).all().int64_value(&[]) == 1);
+        }
+    }
+
+    #[test]
+    fn prefetched_steps_are_fresh_and_follow_a_changed_deviation() {
+        // Big enough for the background thread: step 1 draws here, later steps are prefetched,
+        // and a changed deviation must not be served the old one's values.
+        let mut source = SecureGaussian::from_rng(ChaCha20Rng::seed_from_u64(11));
+        let shapes: [&[i64]; 2] = [&[300, 200], &[101]];
+        let mut draws = Vec::new();
+        for std in [0.5, 0.5, 0.5, 2.0, 2.0] {
+            let mut targets: Vec<Tensor> = shapes
+                .iter()
+                .map(|s| Tensor::zeros(*s, (Kind::Float, Device::Cpu)))
+                .collect();
+            source.add_noise(std, &mut targets).unwrap();
+            let flat = Tensor::cat(
+                &targets
+                    .iter()
+                    .map(|t| t.flatten(0, -1).to_kind(Kind::Double))
+                    .collect::<Vec<_>>(),
+                0,
+            );
+            let got = flat.std(true).double_value(&[]);
+            assert!((got / std - 1.0).abs() < 0.02, "std {got}, wanted {std}");
+            draws.push(flat);
+        }
+        let n = draws[0].numel() as f64;
+        for pair in draws.windows(2) {
+            let corr = (&pair[0] * &pair[1]).mean(Kind::Double).double_value(&[])
+                / (pair[0].std(true).double_value(&[]) * pair[1].std(true).double_value(&[]));
+            assert!(
+                corr.abs() < 5.0 / n.sqrt(),
+                "consecutive steps correlate: {corr}"
+            );
         }
     }
 

@@ -177,6 +177,9 @@ fn profile_conv_pieces() {
     for (c, h, out, k, stride, pad) in [
         (1i64, 28i64, 16i64, 8i64, 2i64, 3i64),
         (16, 13, 32, 4, 2, 0),
+        // A CIFAR-sized RGB first layer and a second 3×3 layer.
+        (3, 32, 16, 3, 1, 1),
+        (16, 16, 32, 3, 1, 1),
     ] {
         let a = Tensor::randn([b, c, h, h], (Kind::Float, Device::Cpu));
         let w = Tensor::randn([out, c, k, k], (Kind::Float, Device::Cpu));
@@ -242,6 +245,56 @@ fn profile_conv_pieces() {
             "conv C={c} H={h} out={out} k={k}: forward conv {t_conv:.1} ms, im2col {t_im2col:.1}, \
              bmm {t_bmm:.1}, bmm(contiguous) {t_bmm_c:.1}, unfold {t_unfold:.1}, grouped conv \
              {t_grouped:.1} (max err {err:.2e})"
+        );
+    }
+}
+
+#[test]
+#[ignore = "a profile, seconds of CPU"]
+fn profile_conv_per_sample_grads() {
+    // The two ways the norm pass gets a convolution's explicit per-sample gradients, timed in
+    // alternation on mnist-cnn's layers and a CIFAR-sized RGB first layer.
+    let b = 256;
+    for (c, h, out, k, stride, pad) in [
+        (1i64, 28i64, 16i64, 8i64, 2i64, 3i64),
+        (16, 13, 32, 4, 2, 0),
+        (3, 32, 16, 3, 1, 1),
+    ] {
+        let a = Tensor::randn([b, c, h, h], (Kind::Float, Device::Cpu));
+        let w = Tensor::randn([out, c, k, k], (Kind::Float, Device::Cpu));
+        let y = a.conv2d(&w, None::<Tensor>, [stride, stride], [pad, pad], [1, 1], 1);
+        let g = Tensor::randn(y.size().as_slice(), (Kind::Float, Device::Cpu));
+        let by_patches = || {
+            let p = ghost::patches(&a, k, stride, pad).unwrap();
+            g.reshape([b, out, -1]).bmm(&p)
+        };
+        let by_conv = || ghost::per_sample_conv_grads(&a, &g, k, stride, pad).unwrap();
+        // The Gram alternative: norms only, [B] (and the patches kept for the clipped sum).
+        let by_gram = || {
+            let p = ghost::patches(&a, k, stride, pad).unwrap();
+            let gs = g.reshape([b, out, -1]);
+            let ga = p.bmm(&p.transpose(1, 2));
+            let gg = gs.transpose(1, 2).bmm(&gs);
+            (ga * gg).sum_dim_intlist([1i64, 2].as_slice(), false, Kind::Float)
+        };
+        let err = (by_patches() - by_conv()).abs().max().double_value(&[]);
+        let (mut t_patches, mut t_conv, mut t_gram) = (0.0, 0.0, 0.0);
+        let reps = 20;
+        for _ in 0..reps {
+            let s = Instant::now();
+            let _ = by_patches().numel();
+            t_patches += ms(s) / reps as f64;
+            let s = Instant::now();
+            let _ = by_conv().numel();
+            t_conv += ms(s) / reps as f64;
+            let s = Instant::now();
+            let _ = by_gram().numel();
+            t_gram += ms(s) / reps as f64;
+        }
+        println!(
+            "per-sample conv grads C={c} H={h} out={out} k={k} s={stride}: patches + bmm \
+             {t_patches:.2} ms, grouped conv {t_conv:.2} ms, Gram norms {t_gram:.2} ms (max \
+             diff {err:.1e})"
         );
     }
 }

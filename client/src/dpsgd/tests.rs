@@ -182,26 +182,45 @@ fn ghost_matches_brute_force_for_conv2d_explicit_branch() {
     assert_parity(&spec, 6);
 }
 
-#[test]
-fn ghost_matches_brute_force_for_conv2d_gram_branch() {
-    // 3×4×4 input, 8 filters of 3×3, stride 2 → one output position: Gram (L = 1) is cheaper.
-    let spec = ModelSpec {
-        input_shape: vec![3, 4, 4],
+/// One convolution (`[out, kernel, stride, padding]`) over `input_shape`, an activation, and
+/// a linear head of 3: the shape of the per-branch convolution parity tests.
+fn conv_net(input_shape: [i64; 3], conv: [i64; 4], activation: Activation) -> ModelSpec {
+    let [out_channels, kernel, stride, padding] = conv;
+    ModelSpec {
+        input_shape: input_shape.to_vec(),
         input: InputKind::Float,
         layers: vec![
             LayerSpec::Conv2d {
-                out_channels: 8,
-                kernel: 3,
-                stride: 2,
-                padding: 0,
+                out_channels,
+                kernel,
+                stride,
+                padding,
             },
-            act(Activation::Tanh),
+            act(activation),
             LayerSpec::Flatten,
             lin(3),
         ],
         init: model::Init::He,
-    };
-    assert_parity(&spec, 5);
+    }
+}
+
+#[test]
+fn ghost_matches_brute_force_for_conv2d_grouped_branch_strided_padded_non_square() {
+    // One channel: per-sample gradients by grouped convolution, with a stride (the dilation of
+    // the gradient kernel) and padding, on a non-square image whose last rows the stride skips.
+    assert_parity(&conv_net([1, 9, 8], [4, 4, 2, 1], Activation::Tanh), 8);
+}
+
+#[test]
+fn ghost_matches_brute_force_for_conv2d_patch_branch() {
+    // Five channels: explicit per-sample gradients from patches and a batched product.
+    assert_parity(&conv_net([5, 6, 6], [2, 3, 1, 1], Activation::Relu), 9);
+}
+
+#[test]
+fn ghost_matches_brute_force_for_conv2d_gram_branch() {
+    // 3×4×4 input, 8 filters of 3×3, stride 2 → one output position: Gram (L = 1) is cheaper.
+    assert_parity(&conv_net([3, 4, 4], [8, 3, 2, 0], Activation::Tanh), 5);
 }
 
 #[test]
@@ -355,8 +374,10 @@ fn trainer_with(
 #[test]
 fn noise_standard_deviation_is_sigma_times_clip() {
     let (sigma, clip_norm, q, len) = (1.3, 0.7, 0.01, 1000);
+    // 77,710 parameters: above the size from which the next step's noise is drawn in the
+    // background, so the second step takes prefetched noise.
     let mut trainer = trainer_for(
-        &ModelSpec::mlp(100, &[400], 10),
+        &ModelSpec::mlp(100, &[700], 10),
         DpConfig {
             noise_multiplier: sigma,
             max_grad_norm: clip_norm,
@@ -368,22 +389,29 @@ fn noise_standard_deviation_is_sigma_times_clip() {
     assert!(trainer.noise_is_secure());
     let empty_x = Tensor::zeros([0, 100], (Kind::Float, Device::Cpu));
     let empty_y = Tensor::zeros([0], (Kind::Int64, Device::Cpu));
-    let (grads, report) = trainer.private_gradient(&empty_x, &empty_y).unwrap();
-    assert_eq!(report.batch_size, 0);
-    // An empty batch leaves only the noise, divided by the expected batch size q·N.
-    let flat = Tensor::cat(
-        &grads.iter().map(|g| g.flatten(0, -1)).collect::<Vec<_>>(),
-        0,
-    )
-    .to_kind(Kind::Double)
-        * (q * len as f64);
-    let n = flat.numel();
-    assert!(n > 40_000);
-    let std = flat.std(true).double_value(&[]);
-    let mean = flat.mean(Kind::Double).double_value(&[]);
-    let want = sigma * clip_norm;
-    assert!((std / want - 1.0).abs() < 0.02, "std {std}, want {want}");
-    assert!(mean.abs() < 5.0 * want / (n as f64).sqrt(), "mean {mean}");
+    let mut steps = Vec::new();
+    for _ in 0..2 {
+        let (grads, report) = trainer.private_gradient(&empty_x, &empty_y).unwrap();
+        assert_eq!(report.batch_size, 0);
+        // An empty batch leaves only the noise, divided by the expected batch size q·N.
+        let flat = Tensor::cat(
+            &grads.iter().map(|g| g.flatten(0, -1)).collect::<Vec<_>>(),
+            0,
+        )
+        .to_kind(Kind::Double)
+            * (q * len as f64);
+        let n = flat.numel();
+        assert_eq!(n, 77_710);
+        let std = flat.std(true).double_value(&[]);
+        let mean = flat.mean(Kind::Double).double_value(&[]);
+        let want = sigma * clip_norm;
+        assert!((std / want - 1.0).abs() < 0.02, "std {std}, want {want}");
+        assert!(mean.abs() < 5.0 * want / (n as f64).sqrt(), "mean {mean}");
+        steps.push(flat);
+    }
+    let corr =
+        (&steps[0] * &steps[1]).mean(Kind::Double).double_value(&[]) / (sigma * clip_norm).powi(2);
+    assert!(corr.abs() < 0.02, "two steps' noise correlates: {corr}");
 }
 
 #[test]

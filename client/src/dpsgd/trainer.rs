@@ -120,6 +120,12 @@ impl<N: Network> PrivateTrainer<N> {
         self.accountant.as_ref()
     }
 
+    /// Waits for noise being drawn in the background for the next step (see
+    /// [`GaussianSource::settle`]); for benchmarks.
+    pub fn settle_noise(&mut self) {
+        self.noise.settle();
+    }
+
     /// Whether the noise comes from a CSPRNG seeded by the operating system.
     pub fn noise_is_secure(&self) -> bool {
         self.noise.is_secure()
@@ -132,26 +138,28 @@ impl<N: Network> PrivateTrainer<N> {
     /// The privatised gradient of one batch without applying it: clip and accumulate, add
     /// N(0, σ²C²) to each coordinate, divide by the expected batch size q·N. The accountant is
     /// charged here, as soon as the noisy gradient exists.
+    ///
+    /// The division is folded into the clip factors and the noise's deviation,
+    /// `(Σ cᵢ∇ᵢ + σC·z) / (qN) = Σ (cᵢ/qN)∇ᵢ + (σC/qN)·z`, which spares a pass over every
+    /// gradient.
     pub fn private_gradient(
         &mut self,
         features: &Tensor,
         labels: &Tensor,
     ) -> Result<(Vec<Tensor>, StepReport), DpError> {
-        let clipped = clip::clipped_gradient_sum(
+        let expected = self.config.sample_rate * self.dataset_len as f64;
+        let clipped = clip::scaled_clipped_gradient_sum(
             &self.network,
             features,
             labels,
             self.config.max_grad_norm,
             self.config.clipping,
+            1.0 / expected,
         )?;
-        let std = self.config.noise_multiplier * self.config.max_grad_norm;
-        let expected = self.config.sample_rate * self.dataset_len as f64;
+        let std = self.config.noise_multiplier * self.config.max_grad_norm / expected;
         let mut grads = clipped.grads;
         if std > 0.0 {
             self.noise.add_noise(std, &mut grads)?;
-        }
-        for g in &mut grads {
-            let _ = g.f_div_scalar_(expected)?;
         }
         self.accountant
             .step(self.config.noise_multiplier, self.config.sample_rate);
