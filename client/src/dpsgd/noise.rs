@@ -7,14 +7,15 @@
 use std::convert::Infallible;
 
 use cohort_privacy::rng::AesCtrRng;
-
-use super::prefetch::Prefetcher;
 use rand::SeedableRng;
 use rand::TryCryptoRng;
 use rand::rngs::SysRng;
 use rand_chacha::ChaCha20Rng;
 use rand_distr::{Distribution, StandardNormal};
 use tch::{Device, Kind, TchError, Tensor};
+use zeroize::Zeroize;
+
+use super::prefetch::Prefetcher;
 
 /// Below this many values one thread draws a step's noise; above it the work is split over the
 /// machine's cores, one AES-256-CTR stream per thread.
@@ -170,22 +171,32 @@ impl SecureGaussian {
         tensor?.f_to_kind(kind)
     }
 
-    /// `n` i.i.d. N(0, `std`²) `Float` values as a flat CPU tensor: the one the background
-    /// thread drew during the previous step, where it drew these; then asks it for the next
-    /// step's. The first step, or one whose size or deviation changed, draws here.
+    /// `n` i.i.d. N(0, `std`²) `Float` values as a flat CPU tensor, copied from the values the
+    /// background thread drew during the previous step where it drew these; then asks it for
+    /// the next step's. The first step, or one whose size or deviation changed, draws here.
     fn prefetched_normals(&mut self, std: f64, n: usize) -> Result<Tensor, TchError> {
         if self.prefetch.is_none() {
             self.prefetch = Prefetcher::start(&mut self.rng);
         }
-        let ready = self.prefetch.as_mut().and_then(|p| p.take(std, n));
-        let tensor = match ready {
-            Some(tensor) => tensor,
-            None => self.normals(std, n, Kind::Float)?,
+        let Some(prefetch) = self.prefetch.as_mut() else {
+            return self.normals(std, n, Kind::Float);
         };
-        if let Some(prefetch) = self.prefetch.as_mut() {
-            prefetch.request(std, n);
+        let mut values = match prefetch.take(std, n) {
+            Some(values) => values,
+            None => {
+                let mut values = std::mem::take(&mut self.buffer);
+                values.resize(n, 0.0);
+                fill_normals(&mut self.rng, &mut values, |z| (z * std) as f32);
+                values
+            }
+        };
+        let tensor = Tensor::f_from_slice(&values);
+        // Zeroes the whole allocation and empties it: the worker refills it for the next step.
+        values.zeroize();
+        if let Err(refused) = prefetch.request(std, n, values) {
+            self.buffer = refused;
         }
-        Ok(tensor)
+        tensor
     }
 }
 

@@ -6,31 +6,35 @@
 //! thread they overlap libtorch's forward and backward, which leave a core idle in the gaps
 //! between small operators. A step whose noise is not ready yet waits for it; one whose size
 //! or deviation changed discards (zeroizes) the prefetched values and draws afresh.
+//!
+//! The worker never calls into libtorch: a libtorch call from a new thread can start a second
+//! OpenMP team for it, whose spinning threads then slow every later step. It hands over plain
+//! `f32` values, which the training thread copies into a tensor.
 
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 
 use cohort_privacy::rng::AesCtrRng;
 use rand_distr::{Distribution, StandardNormal};
-use tch::Tensor;
 use zeroize::Zeroize;
 
-/// One request: a flat `Float` tensor of `len` values of N(0, `std`²).
+/// One request: `len` values of N(0, `std`²), written into `buffer` (recycled, so a steady
+/// run of steps allocates nothing).
 struct Job {
     std: f64,
     len: usize,
+    buffer: Vec<f32>,
 }
 
 /// A background noise thread and the one request it may have in flight.
 pub(super) struct Prefetcher {
     /// Dropping the sender ends the worker.
     jobs: Option<Sender<Job>>,
-    /// `None` where libtorch refused the tensor (the step then draws its own).
-    ready: Receiver<Option<Tensor>>,
+    ready: Receiver<Vec<f32>>,
     /// (std, len) of the request in flight, if any.
     pending: Option<(f64, usize)>,
-    /// The pending request's result, once [`Prefetcher::settle`] has collected it.
-    collected: Option<Option<Tensor>>,
+    /// The pending request's values, once [`Prefetcher::settle`] has collected them.
+    collected: Option<Vec<f32>>,
     worker: Option<JoinHandle<()>>,
 }
 
@@ -49,25 +53,26 @@ impl Prefetcher {
     pub(super) fn start(parent: &mut AesCtrRng) -> Option<Self> {
         let mut rng = AesCtrRng::from_parent(parent);
         let (jobs, job_rx) = mpsc::channel::<Job>();
-        let (ready_tx, ready) = mpsc::channel::<Option<Tensor>>();
+        let (ready_tx, ready) = mpsc::channel::<Vec<f32>>();
         let worker = std::thread::Builder::new()
             .name("dp-noise".into())
             .spawn(move || {
-                // Reused by every job; zeroed as soon as libtorch has its copy.
-                let mut buffer: Vec<f32> = Vec::new();
-                for Job { std, len } in job_rx {
+                for Job {
+                    std,
+                    len,
+                    mut buffer,
+                } in job_rx
+                {
                     buffer.clear();
                     buffer.extend((0..len).map(|_| {
                         let z: f64 = StandardNormal.sample(&mut rng);
                         (z * std) as f32
                     }));
-                    let tensor = Tensor::f_from_slice(&buffer).ok();
-                    buffer.as_mut_slice().zeroize();
-                    if ready_tx.send(tensor).is_err() {
-                        break;
+                    if let Err(mpsc::SendError(mut unread)) = ready_tx.send(buffer) {
+                        unread.zeroize();
+                        return;
                     }
                 }
-                buffer.zeroize();
             })
             .ok()?;
         Some(Self {
@@ -79,46 +84,63 @@ impl Prefetcher {
         })
     }
 
-    /// The prefetched tensor if a request for exactly (`std`, `len`) is in flight, waiting for
-    /// it to finish. A request for anything else is collected and dropped.
-    pub(super) fn take(&mut self, std: f64, len: usize) -> Option<Tensor> {
+    /// The prefetched values if a request for exactly (`std`, `len`) is in flight, waiting for
+    /// it to finish. A request for anything else is collected and zeroized.
+    pub(super) fn take(&mut self, std: f64, len: usize) -> Option<Vec<f32>> {
         let (pending_std, pending_len) = self.pending.take()?;
-        let tensor = match self.collected.take() {
-            Some(result) => result?,
-            None => self.ready.recv().ok()??,
+        let mut values = match self.collected.take() {
+            Some(values) => values,
+            None => self.ready.recv().ok()?,
         };
-        let matches = pending_std.to_bits() == std.to_bits() && pending_len == len;
-        (matches && tensor.numel() == len).then_some(tensor)
+        if pending_std.to_bits() == std.to_bits() && pending_len == len && values.len() == len {
+            Some(values)
+        } else {
+            values.zeroize();
+            None
+        }
     }
 
     /// Waits until the request in flight, if any, is drawn (kept for [`Prefetcher::take`]), so
     /// that a benchmark can charge the background work to the steps that caused it.
     pub(super) fn settle(&mut self) {
         if self.pending.is_some() && self.collected.is_none() {
-            self.collected = Some(self.ready.recv().ok().flatten());
+            self.collected = self.ready.recv().ok();
         }
     }
 
-    /// Asks for the next step's values. Returns whether the request was taken (not when one
-    /// is already in flight, or the worker is gone).
-    pub(super) fn request(&mut self, std: f64, len: usize) -> bool {
+    /// Asks for the next step's values, drawn into `buffer` (whose contents the caller has
+    /// already zeroized). A request that cannot be taken (one is in flight, or the worker is
+    /// gone) gives the buffer back.
+    pub(super) fn request(
+        &mut self,
+        std: f64,
+        len: usize,
+        buffer: Vec<f32>,
+    ) -> Result<(), Vec<f32>> {
         let Some(jobs) = &self.jobs else {
-            return false;
+            return Err(buffer);
         };
-        if self.pending.is_some() || jobs.send(Job { std, len }).is_err() {
-            return false;
+        if self.pending.is_some() {
+            return Err(buffer);
         }
+        jobs.send(Job { std, len, buffer })
+            .map_err(|mpsc::SendError(job)| job.buffer)?;
         self.pending = Some((std, len));
-        true
+        Ok(())
     }
 }
 
 impl Drop for Prefetcher {
     fn drop(&mut self) {
         self.jobs = None;
-        if self.pending.take().is_some() && self.collected.take().is_none() {
-            let _ = self.ready.recv();
+        if let Some(mut values) = self.collected.take() {
+            values.zeroize();
+        } else if self.pending.is_some()
+            && let Ok(mut unread) = self.ready.recv()
+        {
+            unread.zeroize();
         }
+        self.pending = None;
         if let Some(worker) = self.worker.take() {
             let _ = worker.join();
         }
@@ -130,38 +152,47 @@ mod tests {
     // Test code.
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    use tch::Kind;
-
     use super::*;
+
+    fn moments(values: &[f32]) -> (f64, f64) {
+        let n = values.len() as f64;
+        let mean = values.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+        let var = values
+            .iter()
+            .map(|&v| (f64::from(v) - mean).powi(2))
+            .sum::<f64>()
+            / (n - 1.0);
+        (mean, var.sqrt())
+    }
 
     #[test]
     fn a_matching_request_is_served_and_a_changed_one_is_refused() {
         let mut parent = AesCtrRng::from_key([3; 32]);
         let mut prefetcher = Prefetcher::start(&mut parent).unwrap();
         assert!(prefetcher.take(1.0, 10).is_none(), "nothing in flight yet");
-        assert!(prefetcher.request(2.0, 50_000));
-        assert!(!prefetcher.request(2.0, 50_000), "one at a time");
+        prefetcher.request(2.0, 50_000, Vec::new()).unwrap();
+        assert!(
+            prefetcher.request(2.0, 50_000, Vec::new()).is_err(),
+            "one at a time"
+        );
         let values = prefetcher.take(2.0, 50_000).unwrap();
-        assert_eq!(values.size(), [50_000]);
-        assert_eq!(values.kind(), Kind::Float);
-        let n = 50_000f64;
-        let mean = values.mean(Kind::Double).double_value(&[]);
-        let std = values.std(true).double_value(&[]);
-        assert!(mean.abs() < 5.0 * 2.0 / n.sqrt(), "mean {mean}");
+        assert_eq!(values.len(), 50_000);
+        let (mean, std) = moments(&values);
+        assert!(mean.abs() < 5.0 * 2.0 / 50_000f64.sqrt(), "mean {mean}");
         assert!((std / 2.0 - 1.0).abs() < 0.02, "std {std}");
         // A different size or deviation is never served from the prefetch.
-        assert!(prefetcher.request(2.0, 100));
+        prefetcher.request(2.0, 100, values).unwrap();
         assert!(prefetcher.take(2.0, 99).is_none());
-        assert!(prefetcher.request(2.0, 100));
+        prefetcher.request(2.0, 100, Vec::new()).unwrap();
         assert!(prefetcher.take(1.0, 100).is_none());
-        // A settled request is served like any other.
-        assert!(prefetcher.request(1.5, 1000));
+        // A settled request is served like any other, once.
+        prefetcher.request(1.5, 1000, Vec::new()).unwrap();
         prefetcher.settle();
         prefetcher.settle();
-        assert_eq!(prefetcher.take(1.5, 1000).unwrap().size(), [1000]);
+        assert_eq!(prefetcher.take(1.5, 1000).unwrap().len(), 1000);
         assert!(prefetcher.take(1.5, 1000).is_none(), "served once");
         // Dropping with a request in flight joins the worker.
-        assert!(prefetcher.request(1.0, 100));
+        prefetcher.request(1.0, 100, Vec::new()).unwrap();
         drop(prefetcher);
     }
 
@@ -169,10 +200,11 @@ mod tests {
     fn successive_draws_are_fresh() {
         let mut parent = AesCtrRng::from_key([4; 32]);
         let mut prefetcher = Prefetcher::start(&mut parent).unwrap();
-        assert!(prefetcher.request(1.0, 8));
+        prefetcher.request(1.0, 8, Vec::new()).unwrap();
         let first = prefetcher.take(1.0, 8).unwrap();
-        assert!(prefetcher.request(1.0, 8));
+        let kept = first.clone();
+        prefetcher.request(1.0, 8, first).unwrap();
         let second = prefetcher.take(1.0, 8).unwrap();
-        assert!(!first.allclose(&second, 0.0, 0.0, false));
+        assert_ne!(kept, second);
     }
 }
