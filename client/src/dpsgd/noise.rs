@@ -13,9 +13,6 @@ use rand::rngs::SysRng;
 use rand_chacha::ChaCha20Rng;
 use rand_distr::{Distribution, StandardNormal};
 use tch::{Device, Kind, TchError, Tensor};
-use zeroize::Zeroize;
-
-use super::prefetch::Prefetcher;
 
 /// Below this many values one thread draws a step's noise; above it the work is split over the
 /// machine's cores, one AES-256-CTR stream per thread.
@@ -37,11 +34,6 @@ pub trait GaussianSource: std::fmt::Debug + Send {
     /// Whether the source is a CSPRNG seeded unpredictably (what a privacy claim needs).
     fn is_secure(&self) -> bool;
 
-    /// Finishes any noise being drawn in the background for a later step. Training never needs
-    /// this; a benchmark calls it so that background work is timed with the steps that caused
-    /// it, not with whatever runs next.
-    fn settle(&mut self) {}
-
     /// Adds independent N(0, `std`²) to every entry of every tensor of `targets`, in place
     /// (one DP-SGD step's noise). Sources that can draw a whole step's noise at once override
     /// this; the default draws one tensor at a time.
@@ -62,9 +54,6 @@ pub struct SecureGaussian {
     rng: AesCtrRng,
     /// Reused across steps so a step allocates nothing; zeroed after every use.
     buffer: Vec<f32>,
-    /// Draws the next step's noise for models of at least [`PARALLEL_MIN`] parameters;
-    /// started by the first such step.
-    prefetch: Option<Prefetcher>,
 }
 
 impl std::fmt::Debug for SecureGaussian {
@@ -81,7 +70,6 @@ impl SecureGaussian {
         Ok(Self {
             rng,
             buffer: Vec::new(),
-            prefetch: None,
         })
     }
 
@@ -91,7 +79,6 @@ impl SecureGaussian {
         Self {
             rng: AesCtrRng::from_parent(&mut parent),
             buffer: Vec::new(),
-            prefetch: None,
         }
     }
 }
@@ -170,34 +157,6 @@ impl SecureGaussian {
         std::hint::black_box(&self.buffer);
         tensor?.f_to_kind(kind)
     }
-
-    /// `n` i.i.d. N(0, `std`²) `Float` values as a flat CPU tensor, copied from the values the
-    /// background thread drew during the previous step where it drew these; then asks it for
-    /// the next step's. The first step, or one whose size or deviation changed, draws here.
-    fn prefetched_normals(&mut self, std: f64, n: usize) -> Result<Tensor, TchError> {
-        if self.prefetch.is_none() {
-            self.prefetch = Prefetcher::start(&mut self.rng);
-        }
-        let Some(prefetch) = self.prefetch.as_mut() else {
-            return self.normals(std, n, Kind::Float);
-        };
-        let mut values = match prefetch.take(std, n) {
-            Some(values) => values,
-            None => {
-                let mut values = std::mem::take(&mut self.buffer);
-                values.resize(n, 0.0);
-                fill_normals(&mut self.rng, &mut values, |z| (z * std) as f32);
-                values
-            }
-        };
-        let tensor = Tensor::f_from_slice(&values);
-        // Zeroes the whole allocation and empties it: the worker refills it for the next step.
-        values.zeroize();
-        if let Err(refused) = prefetch.request(std, n, values) {
-            self.buffer = refused;
-        }
-        tensor
-    }
 }
 
 impl GaussianSource for SecureGaussian {
@@ -239,12 +198,7 @@ impl GaussianSource for SecureGaussian {
         if total == 0 {
             return Ok(());
         }
-        let noise = if kind == Kind::Float && total >= PARALLEL_MIN {
-            self.prefetched_normals(std, total)?
-        } else {
-            self.normals(std, total, kind)?
-        }
-        .f_to_device(device)?;
+        let noise = self.normals(std, total, kind)?.f_to_device(device)?;
         let mut offset = 0i64;
         for target in targets.iter_mut() {
             let n = target.numel() as i64;
@@ -259,12 +213,6 @@ impl GaussianSource for SecureGaussian {
 
     fn is_secure(&self) -> bool {
         true
-    }
-
-    fn settle(&mut self) {
-        if let Some(prefetch) = self.prefetch.as_mut() {
-            prefetch.settle();
-        }
     }
 }
 
@@ -335,9 +283,9 @@ mod tests {
     }
 
     #[test]
-    fn prefetched_steps_are_fresh_and_follow_a_changed_deviation() {
-        // Big enough for the background thread: step 1 draws here, later steps are prefetched,
-        // and a changed deviation must not be served the old one's values.
+    fn successive_steps_are_fresh_and_follow_a_changed_deviation() {
+        // Big enough for the draw to be split over threads; every step's noise is new and a
+        // changed deviation takes effect at once.
         let mut source = SecureGaussian::from_rng(ChaCha20Rng::seed_from_u64(11));
         let shapes: [&[i64]; 2] = [&[300, 200], &[101]];
         let mut draws = Vec::new();

@@ -120,12 +120,6 @@ impl<N: Network> PrivateTrainer<N> {
         self.accountant.as_ref()
     }
 
-    /// Waits for noise being drawn in the background for the next step (see
-    /// [`GaussianSource::settle`]); for benchmarks.
-    pub fn settle_noise(&mut self) {
-        self.noise.settle();
-    }
-
     /// Whether the noise comes from a CSPRNG seeded by the operating system.
     pub fn noise_is_secure(&self) -> bool {
         self.noise.is_secure()
