@@ -20,6 +20,37 @@ fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {name} in\n{text}"))
 }
 
+/// `clients` clients, each with its own connection pool, each asking /healthz `requests`
+/// times and expecting 200 every time.
+fn spawn_health_checkers(
+    world: &World,
+    url: &str,
+    clients: usize,
+    requests: usize,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..clients)
+        .map(|_| {
+            let (client, url) = (world.http(), url.to_owned());
+            tokio::spawn(async move {
+                for _ in 0..requests {
+                    let resp = client.get(format!("{url}/healthz")).send().await.unwrap();
+                    assert_eq!(resp.status(), StatusCode::OK);
+                }
+            })
+        })
+        .collect()
+}
+
+/// Waits for every task, failing with `starved` if one is not done within `limit`.
+async fn join_within(tasks: Vec<tokio::task::JoinHandle<()>>, limit: Duration, starved: &str) {
+    for task in tasks {
+        tokio::time::timeout(limit, task)
+            .await
+            .expect(starved)
+            .unwrap();
+    }
+}
+
 async fn metrics(world: &World, url: &str) -> String {
     let resp = world
         .http()
@@ -73,22 +104,13 @@ async fn six_clients_through_two_slots_all_finish_while_two_keep_theirs_busy() {
     }
 
     // Four more clients, each with its own connection pool, three requests each.
-    let mut late = Vec::new();
-    for _ in 0..4 {
-        let (client, url) = (world.http(), url.clone());
-        late.push(tokio::spawn(async move {
-            for _ in 0..3 {
-                let resp = client.get(format!("{url}/healthz")).send().await.unwrap();
-                assert_eq!(resp.status(), StatusCode::OK);
-            }
-        }));
-    }
-    for t in late {
-        tokio::time::timeout(Duration::from_secs(30), t)
-            .await
-            .expect("a client waiting for a slot was starved by the busy ones")
-            .unwrap();
-    }
+    let late = spawn_health_checkers(&world, &url, 4, 3);
+    join_within(
+        late,
+        Duration::from_secs(30),
+        "a client waiting for a slot was starved by the busy ones",
+    )
+    .await;
     assert!(
         !busy.iter().any(|t| t.is_finished()),
         "the busy clients must still have been running"
@@ -168,22 +190,13 @@ async fn the_cap_holds_while_clients_wait_and_nothing_is_refused() {
             }
         })
     };
-    let mut clients = Vec::new();
-    for _ in 0..12 {
-        let (client, url) = (world.http(), url.clone());
-        clients.push(tokio::spawn(async move {
-            for _ in 0..5 {
-                let resp = client.get(format!("{url}/healthz")).send().await.unwrap();
-                assert_eq!(resp.status(), StatusCode::OK);
-            }
-        }));
-    }
-    for c in clients {
-        tokio::time::timeout(Duration::from_secs(60), c)
-            .await
-            .expect("a client never got a slot")
-            .unwrap();
-    }
+    let clients = spawn_health_checkers(&world, &url, 12, 5);
+    join_within(
+        clients,
+        Duration::from_secs(60),
+        "a client never got a slot",
+    )
+    .await;
     done.store(true, Ordering::Relaxed);
     watching.await.unwrap();
     let peak = peak.load(Ordering::Relaxed);
