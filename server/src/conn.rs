@@ -289,9 +289,17 @@ impl HttpBody for Tracked {
 impl Conn {
     /// The TLS handshake (its timeout counted from here, once the slot is held), then HTTP.
     async fn handshake_and_serve(self, tcp: TcpStream, tls: Option<TlsServer>, slot: Slot) {
+        self.handshake_and_serve_until_closed(tcp, tls).await;
+        // Only now, with every clone of the app this connection held dropped (and with them
+        // the server state and its data-dir lock): the drain at shutdown waits for the slots,
+        // and a server restarted on the same data dir right after must find it free.
+        drop(slot);
+    }
+
+    async fn handshake_and_serve_until_closed(self, tcp: TcpStream, tls: Option<TlsServer>) {
         let _ = tcp.set_nodelay(true);
         let Some(tls) = tls else {
-            return self.run(tcp, PeerIdentity::Anonymous, slot).await;
+            return self.run(tcp, PeerIdentity::Anonymous).await;
         };
         let remote = self.remote;
         let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(tcp)).await
@@ -307,10 +315,10 @@ impl Conn {
             }
         };
         let identity = tls.classify_peer(stream.get_ref().1.peer_certificates());
-        self.run(stream, identity, slot).await;
+        self.run(stream, identity).await;
     }
 
-    async fn run<I>(self, io: I, identity: PeerIdentity, slot: Slot)
+    async fn run<I>(self, io: I, identity: PeerIdentity)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -393,7 +401,6 @@ impl Conn {
         if let Err(e) = result {
             tracing::debug!(%remote, error = %e, "connection ended with an error");
         }
-        drop(slot);
     }
 }
 
