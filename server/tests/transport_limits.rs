@@ -113,14 +113,13 @@ impl hyper::body::Body for Trickle {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_upload_does_not_hold_back_the_others() {
-    // One upload permit. Client `slow` sends half its body and stalls. The permit used to be
-    // taken before the body was read, so the others queued behind the stalled sender (with
-    // 200 clients, long enough for their TCP connections to time out). Bodies are now
-    // received before a permit is taken: the others finish while `slow` is still sending.
-    const PARAMS: usize = 4096;
-    let world = World::new("slowupload");
+/// A server with one upload permit, a plain federation `fed` of `PARAMS` zeros whose round 1
+/// is open, and one enrolled, polled client per name, in order.
+async fn one_permit_round(
+    tag: &str,
+    names: &[&str],
+) -> (World, Running, reqwest::Client, Vec<reqwest::Client>) {
+    let world = World::new(tag);
     let mut config = world.config();
     config.upload_concurrency = 1;
     let server = Running::start(&config).await;
@@ -133,14 +132,14 @@ async fn a_slow_upload_does_not_hold_back_the_others() {
             &world.admin,
             "fed",
             &[0.0; PARAMS],
-            training_config(3)
+            training_config(u32::try_from(names.len()).unwrap())
         )
         .await
         .status(),
         StatusCode::CREATED
     );
     let mut clients = Vec::new();
-    for name in ["slow", "b", "c"] {
+    for name in names {
         let (c, k) = enrol(&world, &url, "fed", name, 1).await;
         let client = world.client(Some((&c, &k)));
         poll(&client, &url, "fed").await;
@@ -153,23 +152,53 @@ async fn a_slow_upload_does_not_hold_back_the_others() {
         .await
         .unwrap();
     assert_eq!(open.status(), StatusCode::CREATED);
+    (world, server, admin, clients)
+}
 
-    let frame = encode_f32(&[1.0; PARAMS]);
+/// Starts a PUT of `frame` to `url` by `client` that sends the first half and stalls until the
+/// returned sender gets the rest; the task yields the response status.
+async fn stalled_put(
+    client: reqwest::Client,
+    url: String,
+    frame: &[u8],
+) -> (
+    tokio::sync::mpsc::Sender<Vec<u8>>,
+    tokio::task::JoinHandle<StatusCode>,
+) {
     let (tx, rx) = tokio::sync::mpsc::channel(2);
     tx.send(frame[..frame.len() / 2].to_vec()).await.unwrap();
-    let slow = clients.remove(0);
-    let slow_url = url.clone();
-    let slow_upload = tokio::spawn(async move {
-        slow.put(format!(
-            "{slow_url}/v1/federations/fed/rounds/1/update?num_examples=1"
-        ))
-        .header("content-type", "application/vnd.cohort.vector")
-        .body(reqwest::Body::wrap(Trickle(rx)))
-        .send()
-        .await
-        .unwrap()
-        .status()
+    let task = tokio::spawn(async move {
+        client
+            .put(url)
+            .header("content-type", "application/vnd.cohort.vector")
+            .body(reqwest::Body::wrap(Trickle(rx)))
+            .send()
+            .await
+            .unwrap()
+            .status()
     });
+    (tx, task)
+}
+
+/// Parameters of the slow-upload tests' model: a body big enough to stall half-way.
+const PARAMS: usize = 4096;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upload_does_not_hold_back_the_others() {
+    // One upload permit. Client `slow` sends half its body and stalls. The permit used to be
+    // taken before the body was read, so the others queued behind the stalled sender (with
+    // 200 clients, long enough for their TCP connections to time out). Bodies are now
+    // received before a permit is taken: the others finish while `slow` is still sending.
+    let (world, server, admin, mut clients) =
+        one_permit_round("slowupload", &["slow", "b", "c"]).await;
+    let url = server.url.clone();
+    let frame = encode_f32(&[1.0; PARAMS]);
+    let (tx, slow_upload) = stalled_put(
+        clients.remove(0),
+        format!("{url}/v1/federations/fed/rounds/1/update?num_examples=1"),
+        &frame,
+    )
+    .await;
     // Let the slow request reach its handler first.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     for c in &clients {
@@ -197,57 +226,16 @@ async fn a_slow_masked_input_does_not_hold_an_upload_permit() {
     // input and stalls; it used to take the only permit before reading its body, so `b`'s
     // plain upload waited behind it. (The federation is plain, so `slow`'s input is refused
     // once it arrives: what matters is that it held no permit while arriving.)
-    const PARAMS: usize = 4096;
-    let world = World::new("slowmasked");
-    let mut config = world.config();
-    config.upload_concurrency = 1;
-    let server = Running::start(&config).await;
+    let (_world, server, _admin, mut clients) =
+        one_permit_round("slowmasked", &["slow", "b"]).await;
     let url = server.url.clone();
-    let admin = world.client(None);
-    assert_eq!(
-        create_federation(
-            &admin,
-            &url,
-            &world.admin,
-            "fed",
-            &[0.0; PARAMS],
-            training_config(2)
-        )
-        .await
-        .status(),
-        StatusCode::CREATED
-    );
-    let mut clients = Vec::new();
-    for name in ["slow", "b"] {
-        let (c, k) = enrol(&world, &url, "fed", name, 1).await;
-        let client = world.client(Some((&c, &k)));
-        poll(&client, &url, "fed").await;
-        clients.push(client);
-    }
-    let open = admin
-        .post(format!("{url}/v1/federations/fed/rounds"))
-        .bearer_auth(&world.admin)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(open.status(), StatusCode::CREATED);
-
     let frame = encode_f32(&[1.0; PARAMS]);
-    let (tx, rx) = tokio::sync::mpsc::channel(2);
-    tx.send(frame[..frame.len() / 2].to_vec()).await.unwrap();
-    let slow = clients.remove(0);
-    let slow_url = url.clone();
-    let slow_upload = tokio::spawn(async move {
-        slow.put(format!(
-            "{slow_url}/v1/federations/fed/rounds/1/secagg/masked"
-        ))
-        .header("content-type", "application/vnd.cohort.vector")
-        .body(reqwest::Body::wrap(Trickle(rx)))
-        .send()
-        .await
-        .unwrap()
-        .status()
-    });
+    let (tx, slow_upload) = stalled_put(
+        clients.remove(0),
+        format!("{url}/v1/federations/fed/rounds/1/secagg/masked"),
+        &frame,
+    )
+    .await;
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let resp = tokio::time::timeout(
         std::time::Duration::from_secs(20),
