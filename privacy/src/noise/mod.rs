@@ -38,6 +38,7 @@ assert!(rdp[0] > 0.0);
 */
 
 pub mod calibration;
+pub mod gaussian;
 pub mod quantisation;
 pub mod skellam;
 pub mod skellam_rdp;
