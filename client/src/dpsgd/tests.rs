@@ -374,7 +374,7 @@ fn trainer_with(
 #[test]
 fn noise_standard_deviation_is_sigma_times_clip() {
     let (sigma, clip_norm, q, len) = (1.3, 0.7, 0.01, 1000);
-    // 77,710 parameters: above the size from which a step's noise is split over threads.
+    // 77,710 parameters: many keystream refills in one step.
     let mut trainer = trainer_for(
         &ModelSpec::mlp(100, &[700], 10),
         DpConfig {
