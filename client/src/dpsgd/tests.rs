@@ -223,6 +223,42 @@ fn ghost_matches_brute_force_for_conv2d_gram_branch() {
     assert_parity(&conv_net([3, 4, 4], [8, 3, 2, 0], Activation::Tanh), 5);
 }
 
+/// Two convolutions: the first hands the second a channels-last map, whose patches are copied
+/// in `[k, k, C]` order (`[first, second]` each `[out, kernel, stride, padding]`).
+fn two_conv_net(input_shape: [i64; 3], first: [i64; 4], second: [i64; 4]) -> ModelSpec {
+    let conv = |[out_channels, kernel, stride, padding]: [i64; 4]| LayerSpec::Conv2d {
+        out_channels,
+        kernel,
+        stride,
+        padding,
+    };
+    ModelSpec {
+        input_shape: input_shape.to_vec(),
+        input: InputKind::Float,
+        layers: vec![
+            conv(first),
+            act(Activation::Tanh),
+            conv(second),
+            act(Activation::Relu),
+            LayerSpec::Flatten,
+            lin(3),
+        ],
+        init: model::Init::He,
+    }
+}
+
+#[test]
+fn ghost_matches_brute_force_for_channels_last_patch_branch() {
+    // Second convolution: 4 channels in, 2 out, 3×3 padded: explicit per-sample gradients.
+    assert_parity(&two_conv_net([1, 6, 6], [4, 3, 1, 1], [2, 3, 1, 1]), 6);
+}
+
+#[test]
+fn ghost_matches_brute_force_for_channels_last_gram_branch() {
+    // Second convolution: 4 channels in, 8 out, stride 2, padded, 2×2 output: Gram matrices.
+    assert_parity(&two_conv_net([1, 5, 5], [4, 2, 1, 0], [8, 3, 2, 1]), 6);
+}
+
 #[test]
 fn ghost_matches_brute_force_for_group_norm_and_avg_pool() {
     let spec = ModelSpec {

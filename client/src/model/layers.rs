@@ -308,7 +308,7 @@ fn channels_last_on_cpu(out: Tensor) -> Result<Tensor, TchError> {
 }
 
 /// Whether `t` (`[B, C, H, W]`) is stored NHWC, or is one channel (where both layouts agree).
-fn is_channels_last(t: &Tensor) -> bool {
+pub(crate) fn is_channels_last(t: &Tensor) -> bool {
     let (size, stride) = (t.size(), t.stride());
     let (c, h, w) = (size[1], size[2], size[3]);
     c == 1 || (stride[1] == 1 && stride[3] == c && stride[2] == c * w && stride[0] == c * h * w)

@@ -31,6 +31,7 @@ pub use preset::{PRESETS, preset};
 pub use spec::{Activation, Init, InputKind, LayerSpec, ModelSpec};
 pub use tape::{ParamId, Record, Tape};
 
+pub(crate) use layers::is_channels_last;
 use layers::{BatchNorm, Layer, Linear, Norm, P, TransformerBlock};
 
 /// Why a spec could not be built.
