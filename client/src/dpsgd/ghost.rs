@@ -135,7 +135,7 @@ pub(crate) fn squared_norms(records: &[Record], grads: &[Tensor]) -> Result<Norm
                 if explicit && channels <= GROUPED_CONV_MAX_CHANNELS {
                     let per_sample = per_sample_conv_grads(input, g, *kernel, *stride, *padding)?;
                     add(sum_squares_per_sample(&per_sample)?)?;
-                    kept.push(Kept::PerSample(per_sample));
+                    kept.push(Kept::ConvPerSample(per_sample, PatchAxis::ChannelMajor));
                 } else if explicit {
                     // [B, L, C·k·k]
                     let (patches, axis) =
@@ -404,12 +404,6 @@ pub(crate) fn clipped_sum(
                 let out_ch = g.size()[1];
                 let channels = input.size()[1];
                 let w = match kept {
-                    Kept::PerSample(per_sample) => to_weight_order(
-                        weighted_sum(&per_sample, factors)?.f_reshape([out_ch, -1])?,
-                        PatchAxis::ChannelMajor,
-                        channels,
-                        *kernel,
-                    )?,
                     Kept::ConvPerSample(per_sample, axis) => to_weight_order(
                         weighted_sum(&per_sample, factors)?,
                         axis,
@@ -426,7 +420,7 @@ pub(crate) fn clipped_sum(
                             .f_matmul(&patches.f_reshape([-1, ckk])?)?;
                         to_weight_order(w, axis, channels, *kernel)?
                     }
-                    Kept::None => {
+                    Kept::None | Kept::PerSample(_) => {
                         return Err(TchError::Kind(
                             "ghost clipping lost a convolution's patches".into(),
                         ));
