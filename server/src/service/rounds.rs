@@ -123,6 +123,14 @@ fn millis(t: Timestamp) -> u64 {
     u64::try_from(t.as_millis()).unwrap_or(0)
 }
 
+/// An upload for a round whose aggregate has been taken for committing: late.
+fn aggregating_refusal(round: RoundNumber) -> ApiError {
+    ApiError::Conflict {
+        slug: "late-upload",
+        detail: format!("round {round} is being aggregated; late updates are never used"),
+    }
+}
+
 fn aggregate_error(e: AggregateError) -> ApiError {
     match e {
         AggregateError::WrongRound { .. } => ApiError::Conflict {
@@ -517,6 +525,13 @@ impl Service {
         };
         {
             let g = live.lock().await;
+            // A round whose aggregate is being committed stays the live round until the commit
+            // is stored, and its `contributed` still lists this client: without this check a
+            // late re-upload in that window was answered as a duplicate.
+            if g.finishing() {
+                self.metrics.upload_rejected();
+                return Err(aggregating_refusal(round));
+            }
             if !g.participants.contains_key(&client.id) {
                 self.metrics.upload_rejected();
                 return Err(ApiError::Forbidden(format!(
@@ -625,14 +640,7 @@ impl Service {
                     ),
                 });
             }
-            None => {
-                return Err(ApiError::Conflict {
-                    slug: "late-upload",
-                    detail: format!(
-                        "round {round} is being aggregated; late updates are never used"
-                    ),
-                });
-            }
+            None => return Err(aggregating_refusal(round)),
         }
         g.contributed.insert(client.clone());
         g.bytes += bytes.len() as u64;
