@@ -153,6 +153,7 @@ fn ghost_matches_brute_force_for_linear_without_bias_and_tempered_sigmoid() {
             lin(4),
         ],
         init: model::Init::Xavier,
+        task: model::ModelTask::default(),
     };
     assert_parity(&spec, 7);
 }
@@ -178,6 +179,7 @@ fn ghost_matches_brute_force_for_conv2d_explicit_branch() {
             lin(4),
         ],
         init: model::Init::He,
+        task: model::ModelTask::default(),
     };
     assert_parity(&spec, 6);
 }
@@ -201,6 +203,7 @@ fn conv_net(input_shape: [i64; 3], conv: [i64; 4], activation: Activation) -> Mo
             lin(3),
         ],
         init: model::Init::He,
+        task: model::ModelTask::default(),
     }
 }
 
@@ -244,6 +247,7 @@ fn two_conv_net(input_shape: [i64; 3], first: [i64; 4], second: [i64; 4]) -> Mod
             lin(3),
         ],
         init: model::Init::He,
+        task: model::ModelTask::default(),
     }
 }
 
@@ -281,6 +285,7 @@ fn ghost_matches_brute_force_for_group_norm_and_avg_pool() {
             lin(3),
         ],
         init: model::Init::He,
+        task: model::ModelTask::default(),
     };
     assert_parity(&spec, 6);
 }
@@ -292,6 +297,7 @@ fn ghost_matches_brute_force_for_layer_norm() {
         input: InputKind::Float,
         layers: vec![lin(8), LayerSpec::LayerNorm, act(Activation::Tanh), lin(3)],
         init: model::Init::Xavier,
+        task: model::ModelTask::default(),
     };
     assert_parity(&spec, 8);
 }
@@ -310,6 +316,7 @@ fn ghost_matches_brute_force_for_embedding_and_sequence_linear_gram() {
             lin(3),
         ],
         init: model::Init::Xavier,
+        task: model::ModelTask::default(),
     };
     assert_parity(&spec, 7);
 }
@@ -328,6 +335,7 @@ fn ghost_matches_brute_force_for_sequence_linear_explicit_branch() {
             lin(2),
         ],
         init: model::Init::Xavier,
+        task: model::ModelTask::default(),
     };
     assert_parity(&spec, 6);
 }
@@ -379,6 +387,7 @@ fn ghost_matches_brute_force_for_a_mixed_model() {
             lin(3),
         ],
         init: model::Init::He,
+        task: model::ModelTask::default(),
     };
     assert_parity(&spec, 6);
 }
@@ -491,6 +500,7 @@ fn batch_norm_is_refused_with_a_pointer_to_group_norm() {
             lin(2),
         ],
         init: model::Init::He,
+        task: model::ModelTask::default(),
     };
     let vs = VarStore::new(Device::Cpu);
     let net = model::build(&vs.root(), &spec).unwrap();

@@ -20,6 +20,7 @@ mod layers;
 pub mod preset;
 mod spec;
 mod tape;
+mod task;
 pub mod torchscript;
 
 use std::fmt;
@@ -28,7 +29,9 @@ use tch::nn::{self, Init as TchInit};
 use tch::{TchError, Tensor};
 
 pub use preset::{PRESETS, preset};
-pub use spec::{Activation, Init, InputKind, LayerSpec, ModelSpec};
+pub use spec::{
+    Activation, Init, InputKind, LayerSpec, ModelSpec, ModelTask, RegressionLoss, TaskKind,
+};
 pub use tape::{ParamId, Record, Tape};
 
 pub(crate) use layers::is_channels_last;
@@ -154,6 +157,7 @@ pub fn build(path: &nn::Path<'_>, spec: &ModelSpec) -> Result<Model, ModelError>
             "the last layer must output one vector of logits per example, not shape {shape:?}"
         )));
     }
+    spec.task.check_outputs(shape[0]).map_err(invalid)?;
     Ok(Model {
         spec: spec.clone(),
         layers,

@@ -14,11 +14,232 @@ pub struct ModelSpec {
     /// Whether inputs are real-valued (`Float`) or token ids (`Tokens`).
     #[serde(default)]
     pub input: InputKind,
-    /// Layers applied in order; the last must produce `[classes]` logits per example.
+    /// Layers applied in order; the last must produce one vector per example whose width
+    /// fits the task ([`ModelTask::check_outputs`]).
     pub layers: Vec<LayerSpec>,
     /// How weights are initialised.
     #[serde(default)]
     pub init: Init,
+    /// What the outputs mean and which loss trains them. Specs stored before tasks existed
+    /// have no `task` field and are single-label classifiers, which is the default.
+    #[serde(default)]
+    pub task: ModelTask,
+}
+
+/// What a network's output vector means, which targets it is trained against and with which
+/// per-example loss: the one definition that DP-SGD, non-private training, evaluation and the
+/// simulator all read.
+///
+/// In JSON it is an object tagged by `kind`, e.g. `{"kind": "classification"}`,
+/// `{"kind": "binary", "pos_weight": 4.0}`, `{"kind": "multi_label", "pos_weights": [1, 9]}`,
+/// `{"kind": "regression", "loss": {"function": "huber", "delta": 1.0}}`.
+///
+/// | kind | outputs per example | targets (`Dataset::labels`) | per-example loss |
+/// |---|---|---|---|
+/// | `classification` | `[K]` logits, K ≥ 2 | `[N]` Int64 class indices | softmax cross-entropy, times `class_weights[y]` |
+/// | `binary` | `[1]` logit | `[N, 1]` Float 0/1 | BCE with logits, positives times `pos_weight` |
+/// | `multi_label` | `[L]` logits | `[N, L]` Float 0/1 | mean over labels of BCE with logits, positives of label l times `pos_weights[l]` |
+/// | `regression` | `[T]` values | `[N, T]` Float | mean over targets of the squared error or the Huber loss |
+///
+/// Every loss is a sum of per-example terms, so DP-SGD clips each example's gradient exactly as
+/// for classification; the class and positive weights scale an example's loss and hence its
+/// gradient *before* clipping, so they change what the model favours but not the privacy
+/// guarantee.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
+pub enum ModelTask {
+    /// Exactly one of K classes per example.
+    Classification {
+        /// Loss weight of each class, for imbalance (one per output, all > 0); none weighs
+        /// every class 1.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        class_weights: Option<Vec<f64>>,
+    },
+    /// A yes/no outcome, one logit; the probability is its sigmoid.
+    Binary {
+        /// Loss weight of the positive examples (> 0), e.g. negatives / positives for a rare
+        /// outcome; none is 1.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pos_weight: Option<f64>,
+    },
+    /// L independent yes/no labels per example (findings on one image).
+    MultiLabel {
+        /// Loss weight of each label's positives (one per output, all > 0); none is 1.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pos_weights: Option<Vec<f64>>,
+    },
+    /// T real-valued targets per example (a risk score, a forecast horizon).
+    Regression {
+        /// The loss (default: mean squared error).
+        #[serde(default)]
+        loss: RegressionLoss,
+    },
+}
+
+impl Default for ModelTask {
+    fn default() -> Self {
+        ModelTask::Classification {
+            class_weights: None,
+        }
+    }
+}
+
+/// The loss of a [`ModelTask::Regression`], applied to each target and averaged over them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "function", deny_unknown_fields)]
+pub enum RegressionLoss {
+    /// `(ŷ − y)²`.
+    #[default]
+    Mse,
+    /// `½(ŷ − y)²` within `delta` of the target, `delta·(|ŷ − y| − ½·delta)` beyond it: a
+    /// squared error that grows only linearly for outliers (PyTorch's `HuberLoss`).
+    Huber {
+        /// Where the loss turns linear (> 0).
+        delta: f64,
+    },
+}
+
+/// The kind of a [`ModelTask`] without its loss settings: what a data set's targets are, so
+/// a loader knows how to read its label columns (`task=` in a data spec).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    /// Class indices.
+    #[default]
+    Classification,
+    /// One 0/1 outcome.
+    Binary,
+    /// Several 0/1 labels.
+    MultiLabel,
+    /// Real values.
+    Regression,
+}
+
+impl TaskKind {
+    /// Every kind, in the order of the table on [`ModelTask`].
+    pub const ALL: [TaskKind; 4] = [
+        TaskKind::Classification,
+        TaskKind::Binary,
+        TaskKind::MultiLabel,
+        TaskKind::Regression,
+    ];
+
+    /// The word used in data specs and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskKind::Classification => "classification",
+            TaskKind::Binary => "binary",
+            TaskKind::MultiLabel => "multilabel",
+            TaskKind::Regression => "regression",
+        }
+    }
+
+    /// The task of this kind with default loss settings (unweighted; MSE for regression).
+    pub fn default_task(self) -> ModelTask {
+        match self {
+            TaskKind::Classification => ModelTask::default(),
+            TaskKind::Binary => ModelTask::Binary { pos_weight: None },
+            TaskKind::MultiLabel => ModelTask::MultiLabel { pos_weights: None },
+            TaskKind::Regression => ModelTask::Regression {
+                loss: RegressionLoss::Mse,
+            },
+        }
+    }
+
+    /// Whether targets are class indices (Int64 `[N]`) rather than Float `[N, width]`.
+    pub fn has_class_indices(self) -> bool {
+        self == TaskKind::Classification
+    }
+}
+
+impl std::fmt::Display for TaskKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for TaskKind {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let wanted = text.trim().to_ascii_lowercase().replace(['-', '_'], "");
+        TaskKind::ALL
+            .into_iter()
+            .find(|kind| kind.name() == wanted)
+            .ok_or_else(|| {
+                format!(
+                    "unknown task `{text}` (tasks: classification, binary, multilabel,                      regression)"
+                )
+            })
+    }
+}
+
+impl ModelTask {
+    /// The task's kind.
+    pub fn kind(&self) -> TaskKind {
+        match self {
+            ModelTask::Classification { .. } => TaskKind::Classification,
+            ModelTask::Binary { .. } => TaskKind::Binary,
+            ModelTask::MultiLabel { .. } => TaskKind::MultiLabel,
+            ModelTask::Regression { .. } => TaskKind::Regression,
+        }
+    }
+
+    /// Checks that a network with `width` outputs per example fits this task and that the
+    /// task's own settings are valid; the error says what would.
+    pub fn check_outputs(&self, width: i64) -> Result<(), String> {
+        let positive = |what: &str, values: &[f64]| -> Result<(), String> {
+            match values.iter().find(|w| !(w.is_finite() && **w > 0.0)) {
+                Some(bad) => Err(format!("{what} must be finite and > 0, got {bad}")),
+                None => Ok(()),
+            }
+        };
+        let per_output = |what: &str, values: &Option<Vec<f64>>| -> Result<(), String> {
+            if let Some(values) = values {
+                if values.len() as i64 != width {
+                    return Err(format!(
+                        "{what} has {} entries but the model has {width} outputs",
+                        values.len()
+                    ));
+                }
+                positive(what, values)?;
+            }
+            Ok(())
+        };
+        match self {
+            ModelTask::Classification { class_weights } => {
+                if width < 2 {
+                    return Err(format!(
+                        "a classifier needs at least 2 output logits, the model has {width};                          for one yes/no outcome use the binary task"
+                    ));
+                }
+                per_output("class_weights", class_weights)
+            }
+            ModelTask::Binary { pos_weight } => {
+                if width != 1 {
+                    return Err(format!(
+                        "a binary task needs exactly 1 output logit, the model has {width}"
+                    ));
+                }
+                positive("pos_weight", pos_weight.as_slice())
+            }
+            ModelTask::MultiLabel { pos_weights } => {
+                if width < 1 {
+                    return Err("a multi-label task needs at least 1 output".into());
+                }
+                per_output("pos_weights", pos_weights)
+            }
+            ModelTask::Regression { loss } => {
+                if width < 1 {
+                    return Err("a regression task needs at least 1 output".into());
+                }
+                match loss {
+                    RegressionLoss::Mse => Ok(()),
+                    RegressionLoss::Huber { delta } => positive("the Huber delta", &[*delta]),
+                }
+            }
+        }
+    }
 }
 
 /// What one example's input holds.
@@ -185,6 +406,7 @@ impl ModelSpec {
             input: InputKind::Float,
             layers,
             init: Init::He,
+            task: ModelTask::default(),
         }
     }
 
@@ -230,6 +452,7 @@ impl ModelSpec {
                 },
             ],
             init: Init::Xavier,
+            task: ModelTask::default(),
         }
     }
 
@@ -288,6 +511,7 @@ impl ModelSpec {
             input: InputKind::Float,
             layers,
             init: Init::He,
+            task: ModelTask::default(),
         }
     }
 
@@ -316,6 +540,7 @@ impl ModelSpec {
             input: InputKind::Tokens,
             layers,
             init: Init::Xavier,
+            task: ModelTask::default(),
         }
     }
 

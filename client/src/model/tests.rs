@@ -79,6 +79,7 @@ fn inconsistent_specs_are_refused_with_reasons() {
             input,
             layers,
             init: Init::He,
+            task: ModelTask::default(),
         };
         match build(&vs.root(), &spec) {
             Err(ModelError::InvalidSpec(why)) => why,
@@ -128,6 +129,7 @@ fn xavier_and_he_initialisations_have_their_scales() {
             bias: true,
         }],
         init,
+        task: ModelTask::default(),
     };
     let vs = VarStore::new(Device::Cpu);
     let net = build(&vs.root(), &wide(Init::Xavier)).unwrap();
