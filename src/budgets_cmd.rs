@@ -21,6 +21,8 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use serde::Serialize;
 
+use crate::format::{fmt_delta, fmt_eps, fmt_utc, plain_table};
+
 /// Options of `cohort budgets`.
 #[derive(Debug, Args)]
 pub struct BudgetsArgs {
@@ -240,46 +242,6 @@ async fn fetch(s: &Settings) -> Result<Vec<FederationBudgets>, String> {
     Ok(out)
 }
 
-/// ε as the dashboard shows it.
-pub fn fmt_eps(e: f64) -> String {
-    if e.is_finite() {
-        format!("{e:.3}")
-    } else {
-        "—".into()
-    }
-}
-
-/// δ as the dashboard shows it (JavaScript's `toExponential()` and Rust's `{:e}` agree).
-pub fn fmt_delta(d: f64) -> String {
-    if d == 0.0 {
-        "0".into()
-    } else {
-        format!("{d:e}")
-    }
-}
-
-/// Unix milliseconds as `YYYY-MM-DDTHH:MM:SSZ` (UTC).
-pub fn fmt_utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 const HEADERS: [&str; 9] = [
     "FEDERATION",
     "CLIENT",
@@ -293,6 +255,18 @@ const HEADERS: [&str; 9] = [
 ];
 /// Columns printed flush right.
 const NUMERIC: [bool; 9] = [false, false, false, true, true, true, true, true, false];
+/// The CSV columns (snake case, full precision).
+const CSV_HEADERS: [&str; 9] = [
+    "federation",
+    "client",
+    "status",
+    "epsilon_spent",
+    "epsilon_budget",
+    "delta",
+    "rounds",
+    "epsilon_next_round",
+    "last_seen_ms",
+];
 
 fn row(fed: &str, c: &BudgetView) -> [String; 9] {
     [
@@ -329,60 +303,21 @@ pub fn render_table(feds: &[FederationBudgets]) -> String {
             ),
         };
     }
-    let rows: Vec<[String; 9]> = feds
+    let rows = feds
         .iter()
-        .flat_map(|f| f.budgets.clients.iter().map(|c| row(&f.federation, c)))
-        .collect();
-    let mut widths = HEADERS.map(|h| h.chars().count());
-    for r in &rows {
-        for (w, cell) in widths.iter_mut().zip(r) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut line = |cells: &[String]| {
-        let mut text = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            let pad = widths[i].saturating_sub(cell.chars().count());
-            if i > 0 {
-                text.push_str("  ");
-            }
-            if NUMERIC[i] {
-                text.push_str(&" ".repeat(pad));
-                text.push_str(cell);
-            } else {
-                text.push_str(cell);
-                if i + 1 < cells.len() {
-                    text.push_str(&" ".repeat(pad));
-                }
-            }
-        }
-        out.push('\n');
-        out.push_str(text.trim_end());
-    };
-    line(&HEADERS.map(str::to_owned));
-    for r in &rows {
-        line(r);
-    }
+        .flat_map(|f| f.budgets.clients.iter().map(|c| row(&f.federation, c)));
     out.push('\n');
+    out.push_str(&plain_table(HEADERS, rows, NUMERIC));
     out
 }
 
-fn csv_cell(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
-    }
-}
-
 /// CSV with full-precision numbers (Rust's shortest round-trip form).
-pub fn render_csv(feds: &[FederationBudgets]) -> String {
-    let mut out = String::from(
-        "federation,client,status,epsilon_spent,epsilon_budget,delta,rounds,epsilon_next_round,last_seen_ms\n",
-    );
+pub fn render_csv(feds: &[FederationBudgets]) -> Result<String, csv::Error> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(CSV_HEADERS)?;
     for f in feds {
         for c in &f.budgets.clients {
-            let cells = [
+            w.write_record([
                 f.federation.clone(),
                 c.client.as_str().to_owned(),
                 c.status.as_str().to_owned(),
@@ -394,13 +329,12 @@ pub fn render_csv(feds: &[FederationBudgets]) -> String {
                     .map(|e| e.to_string())
                     .unwrap_or_default(),
                 c.last_seen_ms.map(|t| t.to_string()).unwrap_or_default(),
-            ];
-            let cells: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
-            out.push_str(&cells.join(","));
-            out.push('\n');
+            ])?;
         }
     }
-    out
+    let bytes = w.into_inner().map_err(|e| e.into_error())?;
+    // Every cell is a Rust string, so the bytes are UTF-8.
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Runs `cohort budgets`.
@@ -431,7 +365,13 @@ pub fn run(args: &BudgetsArgs) -> ExitCode {
     };
     let text = match settings.format {
         Format::Table => render_table(&feds),
-        Format::Csv => render_csv(&feds),
+        Format::Csv => match render_csv(&feds) {
+            Ok(text) => text,
+            Err(e) => {
+                eprintln!("error: cannot write CSV: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
         Format::Json => match serde_json::to_string_pretty(&feds) {
             Ok(j) => j + "\n",
             Err(e) => {
@@ -498,22 +438,12 @@ mod tests {
 
     #[test]
     fn csv_keeps_full_precision() {
-        let csv = render_csv(&sample());
+        let csv = render_csv(&sample()).unwrap();
         let second = csv.lines().nth(1).unwrap();
         assert_eq!(
             second,
             "mnist,hospital-a,eligible,0.123456,4,0.00001,2,0.246912,1795000000123"
         );
-    }
-
-    #[test]
-    fn utc_dates_match_known_instants() {
-        assert_eq!(fmt_utc(0), "1970-01-01T00:00:00Z");
-        assert_eq!(fmt_utc(951_782_400_000), "2000-02-29T00:00:00Z");
-        assert_eq!(fmt_utc(1_795_000_000_123), "2026-11-18T11:06:40Z");
-        assert_eq!(fmt_delta(1e-5), "1e-5");
-        assert_eq!(fmt_delta(2.5e-7), "2.5e-7");
-        assert_eq!(fmt_eps(1.0005), "1.000");
     }
 
     fn args(extra: &[&str]) -> BudgetsArgs {

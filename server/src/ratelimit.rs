@@ -1,55 +1,57 @@
 //! Per-caller rate limits: a token bucket per client certificate (or per IP address for
-//! callers without one), so one misbehaving client cannot starve the others.
+//! callers without one), so one misbehaving client cannot starve the others. The buckets are
+//! `governor`'s keyed GCRA limiter, which is a token bucket kept as one timestamp per caller.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Instant;
+use std::num::NonZeroU32;
+use std::time::Duration;
 
-/// Token buckets keyed by caller.
+use governor::clock::{Clock, DefaultClock};
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter as Gcra};
+
+/// Token buckets keyed by caller; `None` when limiting is off.
 #[derive(Debug)]
 pub struct RateLimiter {
-    per_second: f64,
-    burst: f64,
-    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    buckets: Option<Gcra<String, DefaultKeyedStateStore<String>, DefaultClock>>,
 }
 
-/// Callers idle this long are forgotten, bounding the map.
-const FORGET_AFTER_S: f64 = 600.0;
+/// Past this many callers, those whose bucket is full again (indistinguishable from a new
+/// caller's) are forgotten, bounding the map.
+const FORGET_ABOVE: usize = 100_000;
+
+/// The slowest refill we represent: one token per century. A positive rate below that is
+/// treated as this one (it already refuses every request after the burst for a lifetime).
+const LONGEST_PERIOD: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 impl RateLimiter {
     /// `per_second` sustained requests with bursts of `burst`. A zero rate disables limiting.
     pub fn new(per_second: f64, burst: u32) -> Self {
+        let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+        let quota = if per_second > 0.0 {
+            // A rate too high for a nanosecond period is no limit at all.
+            let period =
+                Duration::try_from_secs_f64(per_second.recip()).unwrap_or(LONGEST_PERIOD);
+            Quota::with_period(period.min(LONGEST_PERIOD))
+        } else {
+            None
+        };
         Self {
-            per_second,
-            burst: f64::from(burst.max(1)),
-            buckets: Mutex::new(HashMap::new()),
+            buckets: quota.map(|q| Gcra::keyed(q.allow_burst(burst))),
         }
     }
 
     /// Takes one token for `key`; `Err(seconds)` says how long until one is available.
     pub fn check(&self, key: &str) -> Result<(), u64> {
-        if self.per_second <= 0.0 {
+        let Some(buckets) = &self.buckets else {
             return Ok(());
+        };
+        if buckets.len() > FORGET_ABOVE {
+            buckets.retain_recent();
         }
-        let now = Instant::now();
-        let mut buckets = self
-            .buckets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if buckets.len() > 100_000 {
-            buckets.retain(|_, (_, t)| now.duration_since(*t).as_secs_f64() < FORGET_AFTER_S);
-        }
-        let (tokens, last) = buckets.entry(key.to_owned()).or_insert((self.burst, now));
-        let refill = now.duration_since(*last).as_secs_f64() * self.per_second;
-        *tokens = (*tokens + refill).min(self.burst);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(())
-        } else {
-            let wait = (1.0 - *tokens) / self.per_second;
-            Err(wait.ceil().max(1.0) as u64)
-        }
+        buckets.check_key(&key.to_owned()).map_err(|not_until| {
+            let wait = not_until.wait_time_from(buckets.clock().now());
+            wait.as_secs_f64().ceil().max(1.0) as u64
+        })
     }
 }
 
@@ -66,5 +68,32 @@ mod tests {
         assert_eq!(rl.check("a"), Err(1));
         assert!(rl.check("b").is_ok());
         assert!(RateLimiter::new(0.0, 1).check("a").is_ok());
+    }
+
+    #[test]
+    fn fractional_rates_say_how_long_to_wait() {
+        let rl = RateLimiter::new(0.25, 1);
+        assert!(rl.check("a").is_ok());
+        assert_eq!(rl.check("a"), Err(4));
+        // Absurd rates neither panic nor wrap around.
+        assert!(RateLimiter::new(1e-300, 1).check("a").is_ok());
+        assert!(RateLimiter::new(1e-300, 1).check("a").is_ok());
+        let fast = RateLimiter::new(1e300, 1);
+        for _ in 0..1000 {
+            assert!(fast.check("a").is_ok());
+        }
+    }
+
+    #[test]
+    fn callers_with_full_buckets_are_forgotten_past_the_bound() {
+        let rl = RateLimiter::new(1e6, 1);
+        for i in 0..=FORGET_ABOVE {
+            assert!(rl.check(&i.to_string()).is_ok());
+        }
+        let buckets = rl.buckets.as_ref().unwrap();
+        assert_eq!(buckets.len(), FORGET_ABOVE + 1);
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(rl.check("new").is_ok());
+        assert!(buckets.len() <= 2, "{}", buckets.len());
     }
 }

@@ -224,7 +224,7 @@ async fn dashboard_shows_exactly_the_ledgers_epsilon_in_headless_chromium() {
     assert_eq!(ledger.len(), 3);
     assert!(ledger.values().all(|e| *e > 0.1), "{ledger:?}");
 
-    let driver = webdriver::Driver::start(&browsers.chromedriver, http.clone()).await;
+    let driver = webdriver::Driver::start(&browsers.chromedriver).await;
     let s = driver.session(&browsers.chromium).await;
     s.goto(&format!("{url}/admin")).await;
     s.wait_for("return document.readyState === 'complete'", "the page")

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::eval::Accuracy;
 use super::{DemoConfig, DpPlan, state_name};
-use crate::budgets_cmd::{fmt_delta, fmt_eps};
+use crate::format::{fmt_delta, fmt_eps, plain_table};
 use crate::report;
 
 /// One round as the driver saw it.
@@ -278,51 +278,25 @@ pub fn final_table(s: &Summary) -> String {
         "STATUS",
         "ACCURACY",
     ];
-    let rows: Vec<[String; 10]> = s
-        .hospitals
-        .iter()
-        .map(|h| {
-            [
-                h.name.clone(),
-                h.train_records.to_string(),
-                h.test_records.to_string(),
-                h.rounds.to_string(),
-                fmt_eps(h.epsilon_spent),
-                h.local_epsilon.map_or_else(|| "—".into(), fmt_eps),
-                fmt_eps(h.epsilon_budget),
-                fmt_delta(h.delta),
-                h.status.clone(),
-                pct(h.accuracy),
-            ]
-        })
-        .collect();
-    let mut widths = headers.map(|h| h.chars().count());
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: Vec<String>| {
-        let mut text = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            let pad = " ".repeat(widths[i].saturating_sub(c.chars().count()));
-            if i > 0 {
-                text.push_str("  ");
-            }
-            if i == 0 || i == 8 {
-                let _ = write!(text, "{c}{pad}");
-            } else {
-                let _ = write!(text, "{pad}{c}");
-            }
-        }
-        out.push_str(text.trim_end());
-        out.push('\n');
-    };
-    line(headers.map(str::to_owned).to_vec());
-    for r in rows {
-        line(r.to_vec());
-    }
+    let rows = s.hospitals.iter().map(|h| {
+        [
+            h.name.clone(),
+            h.train_records.to_string(),
+            h.test_records.to_string(),
+            h.rounds.to_string(),
+            fmt_eps(h.epsilon_spent),
+            h.local_epsilon.map_or_else(|| "—".into(), fmt_eps),
+            fmt_eps(h.epsilon_budget),
+            fmt_delta(h.delta),
+            h.status.clone(),
+            pct(h.accuracy),
+        ]
+    });
+    let mut right = [true; 10];
+    // The hospital's name and its status read from the left.
+    right[0] = false;
+    right[8] = false;
+    let mut out = plain_table(headers, rows, right);
     let completed = s.rounds.iter().filter(|r| r.state == "completed").count();
     let _ = writeln!(
         out,

@@ -198,7 +198,8 @@ impl ReportWriter {
             serde_json::to_string_pretty(&self.records).map_err(|e| ReportError::new(&json, e))?;
         write_atomically(&json, text.as_bytes())?;
         let csv = self.dir.join("metrics.csv");
-        write_atomically(&csv, metrics_csv(&self.records).as_bytes())
+        let text = metrics_csv(&self.records).map_err(|e| ReportError::new(&csv, e))?;
+        write_atomically(&csv, text.as_bytes())
     }
 
     /// Writes `summary.json`.
@@ -221,15 +222,6 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
     write().map_err(|e| ReportError::new(path, e))
 }
 
-/// Quotes a CSV field when it needs it (RFC 4180).
-fn csv_field(text: &str) -> String {
-    if text.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text.to_owned()
-    }
-}
-
 /// A number as CSV shows it: shortest round-trip form, empty when absent.
 fn csv_number(v: Option<f64>) -> String {
     v.map(|x| format!("{x}")).unwrap_or_default()
@@ -237,40 +229,50 @@ fn csv_number(v: Option<f64>) -> String {
 
 /// The CSV text of `records`: fixed columns, then one `stage_<name>_s` column per stage any
 /// round reported (sorted by name; empty where a round did not have that stage).
-pub fn metrics_csv(records: &[RoundRecord]) -> String {
+pub fn metrics_csv(records: &[RoundRecord]) -> Result<String, csv::Error> {
     let mut stages: Vec<&str> = records
         .iter()
         .flat_map(|r| r.stage_s.keys().map(String::as_str))
         .collect();
     stages.sort_unstable();
     stages.dedup();
-    let mut out = String::from(
-        "round,status,accuracy,loss,epsilon_record_max,epsilon_record_mean,epsilon_client_level,participants,contributed",
-    );
-    for s in &stages {
-        out.push_str(&format!(",stage_{s}_s"));
-    }
-    out.push('\n');
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let fixed = [
+        "round",
+        "status",
+        "accuracy",
+        "loss",
+        "epsilon_record_max",
+        "epsilon_record_mean",
+        "epsilon_client_level",
+        "participants",
+        "contributed",
+    ];
+    let header = fixed
+        .iter()
+        .map(|h| (*h).to_owned())
+        .chain(stages.iter().map(|s| format!("stage_{s}_s")));
+    w.write_record(header)?;
     for r in records {
-        out.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{}",
-            r.round,
-            csv_field(&r.status),
+        let fixed = [
+            r.round.to_string(),
+            r.status.clone(),
             csv_number(Some(r.accuracy)),
             csv_number(Some(r.loss)),
             csv_number(Some(r.epsilon_record_max)),
             csv_number(Some(r.epsilon_record_mean)),
             csv_number(r.epsilon_client_level),
-            r.participants,
-            r.contributed
-        ));
-        for s in &stages {
-            out.push(',');
-            out.push_str(&csv_number(r.stage_s.get(*s).copied()));
-        }
-        out.push('\n');
+            r.participants.to_string(),
+            r.contributed.to_string(),
+        ];
+        let stage_cells = stages
+            .iter()
+            .map(|s| csv_number(r.stage_s.get(*s).copied()));
+        w.write_record(fixed.into_iter().chain(stage_cells))?;
     }
-    out
+    let bytes = w.into_inner().map_err(|e| e.into_error())?;
+    // Every cell is a Rust string, so the bytes are UTF-8.
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 #[cfg(test)]

@@ -1,16 +1,13 @@
-//! TensorBoard event files, written by hand: no TensorFlow, no protobuf compiler.
+//! TensorBoard event files: no TensorFlow, no protobuf compiler.
 //!
 //! An event file is a sequence of TFRecords. Each record is
 //! `u64 length (LE) | u32 masked CRC32C of those 8 bytes | data | u32 masked CRC32C of data`,
 //! where the mask is `((crc >> 15) | (crc << 17)) + 0xa282ead8` (TensorFlow's `crc32c::Mask`).
-//! Each `data` is a serialised `tensorflow.Event` protobuf. We only need a few fields, so they
-//! are encoded directly:
-//!
-//! ```text
-//! Event   { double wall_time = 1; int64 step = 2; string file_version = 3; Summary summary = 5; }
-//! Summary { repeated Value value = 1; }
-//! Value   { string tag = 1; float simple_value = 2; }
-//! ```
+//! Each `data` is a serialised `tensorflow.Event` protobuf, encoded by `prost` from the
+//! message types below: the fields of TensorFlow's `event.proto` and `summary.proto` that a
+//! scalar log needs, with TensorFlow's field numbers (a reader skips the fields we omit, as
+//! protobuf readers do). Declaring them with `prost`'s derive needs no `.proto` files and no
+//! `protoc` at build time.
 //!
 //! The first record carries `file_version = "brain.Event:2"`, as TensorBoard expects. The
 //! file name must contain `tfevents`; TensorBoard picks up every such file under `--logdir`.
@@ -20,34 +17,59 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// The CRC32C (Castagnoli, reflected polynomial 0x82F63B78) lookup table.
-const CRC32C_TABLE: [u32; 256] = {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut crc = i as u32;
-        let mut bit = 0;
-        while bit < 8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0x82F6_3B78
-            } else {
-                crc >> 1
-            };
-            bit += 1;
-        }
-        table[i] = crc;
-        i += 1;
-    }
-    table
-};
+use prost::Message;
 
-/// CRC32C of `bytes` (the checksum TFRecord uses; not the IEEE CRC32 of zip and PNG).
+/// `tensorflow.Event`, the fields we write.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Event {
+    /// Seconds since the Unix epoch.
+    #[prost(double, tag = "1")]
+    pub wall_time: f64,
+    /// The global step (the round).
+    #[prost(int64, tag = "2")]
+    pub step: i64,
+    /// What the event carries.
+    #[prost(oneof = "What", tags = "3, 5")]
+    pub what: Option<What>,
+}
+
+/// `Event.what`, the two cases we write.
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum What {
+    /// The first record of a file: `brain.Event:2`.
+    #[prost(string, tag = "3")]
+    FileVersion(String),
+    /// Scalar values at the event's step.
+    #[prost(message, tag = "5")]
+    Summary(Summary),
+}
+
+/// `tensorflow.Summary`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Summary {
+    /// One entry per tag.
+    #[prost(message, repeated, tag = "1")]
+    pub value: Vec<SummaryValue>,
+}
+
+/// `tensorflow.Summary.Value` with a `simple_value` (TensorBoard's scalar).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SummaryValue {
+    /// The series' name, e.g. `epsilon/record_max`.
+    #[prost(string, tag = "1")]
+    pub tag: String,
+    /// The value; TensorBoard stores scalars as 32-bit floats.
+    #[prost(float, tag = "2")]
+    pub simple_value: f32,
+}
+
+/// CRC32C (Castagnoli, the iSCSI polynomial): the checksum TFRecord uses, not the IEEE CRC32
+/// of zip and PNG.
+const CASTAGNOLI: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+
+/// CRC32C of `bytes`.
 pub fn crc32c(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc = CRC32C_TABLE[((crc ^ u32::from(b)) & 0xFF) as usize] ^ (crc >> 8);
-    }
-    !crc
+    CASTAGNOLI.checksum(bytes)
 }
 
 /// TensorFlow's masked CRC: storing a CRC of data that itself contains CRCs is fragile, so
@@ -55,22 +77,6 @@ pub fn crc32c(bytes: &[u8]) -> u32 {
 pub fn masked_crc32c(bytes: &[u8]) -> u32 {
     let crc = crc32c(bytes);
     crc.rotate_right(15).wrapping_add(0xa282_ead8)
-}
-
-/// Appends `value` as a protobuf varint.
-fn varint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push((value as u8) | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
-
-/// Appends a length-delimited field (wire type 2).
-fn bytes_field(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
-    varint(out, u64::from(field << 3 | 2));
-    varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
 }
 
 /// The protobuf bytes of an `Event` with a wall time, a step, and either a file version or
@@ -81,29 +87,25 @@ pub fn encode_event(
     file_version: Option<&str>,
     scalars: &[(String, f64)],
 ) -> Vec<u8> {
-    let mut out = Vec::new();
-    // wall_time: field 1, wire type 1 (64-bit).
-    out.push(1 << 3 | 1);
-    out.extend_from_slice(&wall_time.to_le_bytes());
-    // step: field 2, varint (int64 as two's complement).
-    out.push(2 << 3);
-    varint(&mut out, step as u64);
-    if let Some(v) = file_version {
-        bytes_field(&mut out, 3, v.as_bytes());
+    let what = match file_version {
+        Some(v) => Some(What::FileVersion(v.to_owned())),
+        None if scalars.is_empty() => None,
+        None => Some(What::Summary(Summary {
+            value: scalars
+                .iter()
+                .map(|(tag, value)| SummaryValue {
+                    tag: tag.clone(),
+                    simple_value: *value as f32,
+                })
+                .collect(),
+        })),
+    };
+    Event {
+        wall_time,
+        step,
+        what,
     }
-    if !scalars.is_empty() {
-        let mut summary = Vec::new();
-        for (tag, value) in scalars {
-            let mut v = Vec::new();
-            bytes_field(&mut v, 1, tag.as_bytes());
-            // simple_value: field 2, wire type 5 (32-bit float).
-            v.push(2 << 3 | 5);
-            v.extend_from_slice(&(*value as f32).to_le_bytes());
-            bytes_field(&mut summary, 1, &v);
-        }
-        bytes_field(&mut out, 5, &summary);
-    }
-    out
+    .encode_to_vec()
 }
 
 /// Frames `data` as one TFRecord.

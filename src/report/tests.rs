@@ -211,3 +211,18 @@ fn timings_are_the_only_thing_stripped_for_comparison() {
         r
     );
 }
+
+#[test]
+fn csv_cells_with_line_breaks_and_quotes_round_trip() {
+    let mut r = record(1, 0.5, 0.3);
+    r.status = "aborted: \"late\"\r\nthen, more".into();
+    let text = metrics_csv(&[r.clone()]).unwrap();
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let row = reader.records().next().unwrap().unwrap();
+    assert_eq!(&row[1], r.status);
+    assert_eq!(
+        reader.records().count(),
+        0,
+        "one record, however many line breaks"
+    );
+}

@@ -1,6 +1,6 @@
-//! A small W3C WebDriver client over reqwest and serde_json: enough to drive headless Chromium
-//! through chromedriver (start a session, navigate, find and click elements, type, run a
-//! script, take a screenshot). No WebDriver crate: the protocol is a handful of JSON calls.
+//! The browser test's WebDriver plumbing: chromedriver as a child process, and a thin layer
+//! over `fantoccini` (the W3C WebDriver client) whose methods panic with the call that failed,
+//! as a test wants, and poll the page for a condition.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::os::unix::process::CommandExt;
@@ -8,11 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
+use fantoccini::elements::Element;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
-
-/// The key under which WebDriver returns element references.
-const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// Where the browser and its driver are, as `scripts/setup-chromium.sh` found them (installing
 /// the Debian packages when missing). Panics with the script's own reason when they cannot be
@@ -53,7 +52,6 @@ pub fn setup_browsers() -> Browsers {
 pub struct Driver {
     child: Child,
     pub url: String,
-    http: reqwest::Client,
 }
 
 impl Drop for Driver {
@@ -69,7 +67,7 @@ impl Drop for Driver {
 }
 
 impl Driver {
-    pub async fn start(chromedriver: &Path, http: reqwest::Client) -> Self {
+    pub async fn start(chromedriver: &Path) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -82,36 +80,16 @@ impl Driver {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", chromedriver.display()));
-        let driver = Self {
+        Self {
             child,
             url: format!("http://127.0.0.1:{port}"),
-            http,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(resp) = driver
-                .http
-                .get(format!("{}/status", driver.url))
-                .send()
-                .await
-            {
-                let v: Value = resp.json().await.unwrap_or(Value::Null);
-                if v["value"]["ready"] == true {
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "chromedriver did not become ready"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        driver
     }
 
-    /// A headless Chromium session that accepts the dev CA's self-signed certificates.
+    /// A headless Chromium session that accepts the dev CA's self-signed certificates. Retried
+    /// for up to 20 s while chromedriver starts listening.
     pub async fn session(&self, chromium: &Path) -> Session {
-        let caps = json!({ "capabilities": { "alwaysMatch": {
+        let caps = json!({
             "browserName": "chrome",
             "acceptInsecureCerts": true,
             "goog:chromeOptions": {
@@ -122,138 +100,100 @@ impl Driver {
                     "--no-first-run", "--disable-dev-shm-usage", "--window-size=1280,1100"
                 ]
             }
-        }}});
-        let resp: Value = self
-            .http
-            .post(format!("{}/session", self.url))
-            .json(&caps)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let id = resp["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no WebDriver session: {resp}"))
-            .to_owned();
-        Session {
-            base: format!("{}/session/{id}", self.url),
-            http: self.http.clone(),
+        });
+        let Value::Object(caps) = caps else {
+            unreachable!("a JSON object literal")
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match ClientBuilder::new(HttpConnector::new())
+                .capabilities(caps.clone())
+                .connect(&self.url)
+                .await
+            {
+                Ok(client) => return Session { client },
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!(
+                    "no WebDriver session from chromedriver at {}: {e}",
+                    self.url
+                ),
+            }
         }
     }
 }
 
 /// One browser session.
 pub struct Session {
-    base: String,
-    http: reqwest::Client,
+    client: Client,
 }
 
 impl Session {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let v: Value = resp.json().await.unwrap();
-        assert!(status.is_success(), "WebDriver {path}: {status} {v}");
-        v["value"].clone()
-    }
-
     pub async fn goto(&self, url: &str) {
-        self.call(reqwest::Method::POST, "/url", Some(json!({ "url": url })))
-            .await;
+        self.client
+            .goto(url)
+            .await
+            .unwrap_or_else(|e| panic!("WebDriver goto {url}: {e}"));
     }
 
     /// The first element matching a CSS selector.
-    pub async fn find(&self, css: &str) -> String {
-        let v = self
-            .call(
-                reqwest::Method::POST,
-                "/element",
-                Some(json!({ "using": "css selector", "value": css })),
-            )
-            .await;
-        v[ELEMENT_KEY].as_str().unwrap().to_owned()
+    pub async fn find(&self, css: &str) -> Element {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("WebDriver find {css}: {e}"))
     }
 
     /// Every element matching a CSS selector.
-    pub async fn find_all(&self, css: &str) -> Vec<String> {
-        let v = self
-            .call(
-                reqwest::Method::POST,
-                "/elements",
-                Some(json!({ "using": "css selector", "value": css })),
-            )
-            .await;
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e[ELEMENT_KEY].as_str().unwrap().to_owned())
-            .collect()
+    pub async fn find_all(&self, css: &str) -> Vec<Element> {
+        self.client
+            .find_all(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("WebDriver find_all {css}: {e}"))
     }
 
-    pub async fn click(&self, element: &str) {
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{element}/click"),
-            Some(json!({})),
-        )
-        .await;
+    pub async fn click(&self, element: &Element) {
+        element
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("WebDriver click: {e}"));
     }
 
-    pub async fn clear(&self, element: &str) {
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{element}/clear"),
-            Some(json!({})),
-        )
-        .await;
+    pub async fn clear(&self, element: &Element) {
+        element
+            .clear()
+            .await
+            .unwrap_or_else(|e| panic!("WebDriver clear: {e}"));
     }
 
-    pub async fn type_text(&self, element: &str, text: &str) {
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{element}/value"),
-            Some(json!({ "text": text })),
-        )
-        .await;
+    pub async fn type_text(&self, element: &Element, text: &str) {
+        element
+            .send_keys(text)
+            .await
+            .unwrap_or_else(|e| panic!("WebDriver send_keys: {e}"));
     }
 
-    pub async fn text(&self, element: &str) -> String {
-        self.call(
-            reqwest::Method::GET,
-            &format!("/element/{element}/text"),
-            None,
-        )
-        .await
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
+    pub async fn text(&self, element: &Element) -> String {
+        element
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("WebDriver text: {e}"))
     }
 
-    pub async fn attribute(&self, element: &str, name: &str) -> Option<String> {
-        self.call(
-            reqwest::Method::GET,
-            &format!("/element/{element}/attribute/{name}"),
-            None,
-        )
-        .await
-        .as_str()
-        .map(str::to_owned)
+    pub async fn attribute(&self, element: &Element, name: &str) -> Option<String> {
+        element
+            .attr(name)
+            .await
+            .unwrap_or_else(|e| panic!("WebDriver attribute {name}: {e}"))
     }
 
     /// Runs `script` (a function body) in the page and returns its value.
     pub async fn script(&self, script: &str) -> Value {
-        self.call(
-            reqwest::Method::POST,
-            "/execute/sync",
-            Some(json!({ "script": script, "args": [] })),
-        )
-        .await
+        self.client
+            .execute(script, Vec::new())
+            .await
+            .unwrap_or_else(|e| panic!("WebDriver script {script}: {e}"))
     }
 
     /// Polls `script` until it returns `true`.
@@ -269,26 +209,25 @@ impl Session {
     }
 
     pub async fn resize(&self, width: u32, height: u32) {
-        self.call(
-            reqwest::Method::POST,
-            "/window/rect",
-            Some(json!({ "width": width, "height": height })),
-        )
-        .await;
+        self.client
+            .set_window_size(width, height)
+            .await
+            .unwrap_or_else(|e| panic!("WebDriver resize: {e}"));
     }
 
     /// Saves a PNG screenshot of the viewport.
     pub async fn screenshot(&self, path: &Path) {
-        let b64 = self.call(reqwest::Method::GET, "/screenshot", None).await;
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(b64.as_str().unwrap())
-            .unwrap();
+        let png = self
+            .client
+            .screenshot()
+            .await
+            .unwrap_or_else(|e| panic!("WebDriver screenshot: {e}"));
         assert!(png.starts_with(b"\x89PNG"), "not a PNG");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, png).unwrap();
     }
 
     pub async fn close(self) {
-        let _ = self.http.delete(&self.base).send().await;
+        let _ = self.client.close().await;
     }
 }
