@@ -29,8 +29,7 @@ impl RateLimiter {
         let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
         let quota = if per_second > 0.0 {
             // A rate too high for a nanosecond period is no limit at all.
-            let period =
-                Duration::try_from_secs_f64(per_second.recip()).unwrap_or(LONGEST_PERIOD);
+            let period = Duration::try_from_secs_f64(per_second.recip()).unwrap_or(LONGEST_PERIOD);
             Quota::with_period(period.min(LONGEST_PERIOD))
         } else {
             None
