@@ -15,8 +15,9 @@
 //! **A deadline for every phase.**
 //! - TLS handshake: `handshake_timeout`.
 //! - Request head: a connection that has not completed a request head `idle_timeout` after it
-//!   opened or after its last answer is closed, whether or not it sent part of one (hyper's
-//!   header read timeout, which needs a timer to run, and the idle shutdown below).
+//!   opened or after its last answer is closed, whether or not it sent part of one (the idle
+//!   shutdown below, and hyper's header read timeout as a backstop: it needs a timer to run,
+//!   which the connection builder used not to set).
 //! - Request body: a minimum rate ([`body`]), answered with a 408 problem.
 //! - Response: a write that makes no progress for `send_timeout` ends the connection ([`io`]).
 //! - Idle: a connection with no request in flight for `idle_timeout` is shut down, and dropped
@@ -590,7 +591,8 @@ async fn serve_connection<I>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.idle_timeout)
+        // A backstop to the idle shutdown below, which fires first (and is counted as such).
+        .header_read_timeout(limits.idle_timeout + CLOSE_GRACE)
         // hyper's read buffer grows to ~400 KiB per connection by default while a body
         // streams in; with hundreds of clients uploading at once that alone outgrew the
         // memory target.

@@ -251,8 +251,11 @@ async fn every_budget_that_enters_is_validated_the_same_way() {
     problem(resp, 422).await;
 }
 
+/// A request's media type and body.
+type Body = Option<(&'static str, Vec<u8>)>;
+
 /// Every route a client certificate may call, with a body that parses.
-fn client_routes(fed: &str) -> Vec<(reqwest::Method, String, Option<(&'static str, Vec<u8>)>)> {
+fn client_routes(fed: &str) -> Vec<(reqwest::Method, String, Body)> {
     use reqwest::Method;
     let json_body = |v: Value| Some(("application/json", v.to_string().into_bytes()));
     let key = "A".repeat(43) + "=";
@@ -607,4 +610,35 @@ async fn a_client_that_stops_reading_its_answer_is_cut_after_the_send_timeout() 
         got < 32 << 20,
         "the whole model ({got} bytes) was sent to a client that did not read"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_sent_below_the_minimum_rate_gets_a_408_problem() {
+    let (world, server, _) = world_with_client("hostile-rate", "").await;
+    let config = tls_config(&world, &[b"http/1.1"]);
+    let mut tls = tls_from(&config, localhost(), server.addr).await.unwrap();
+    tls.write_all(b"POST /v1/federations/fed/enrol HTTP/1.1\r\nhost: cohort\r\ncontent-type: application/json\r\ncontent-length: 60000\r\n\r\n")
+        .await
+        .unwrap();
+    // One byte a second: far below the default 1024 bytes/s once the 10 s grace is over.
+    let started = Instant::now();
+    let (mut rd, mut wr) = tokio::io::split(tls);
+    let trickle = tokio::spawn(async move {
+        while wr.write_all(b" ").await.is_ok() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    let answer = tokio::time::timeout(Duration::from_secs(20), read_response(&mut rd))
+        .await
+        .expect("no answer within 20 s")
+        .unwrap();
+    let took = started.elapsed();
+    trickle.abort();
+    let p = assert_problem(&answer, 408);
+    assert_eq!(p["type"], "urn:cohort:problem:request-timeout");
+    assert!(
+        took >= Duration::from_secs(9) && took < Duration::from_secs(15),
+        "408 after {took:?}"
+    );
+    assert!(answer.1.to_ascii_lowercase().contains("connection: close"));
 }
