@@ -74,7 +74,7 @@ use crate::tls::{PeerIdentity, RemoteAddr, TlsServer};
 use admission::{Admission, Unauthenticated};
 use body::{BodyBudget, GuardedBody, MinRate};
 use h1_problems::Announced;
-use io::GuardedIo;
+use io::{GuardedIo, Progress};
 
 /// Largest HTTP/1 read buffer per connection (headers must fit; bodies stream through it).
 const HTTP1_MAX_BUF: usize = 64 * 1024;
@@ -605,7 +605,8 @@ async fn serve_connection<I>(
         .initial_connection_window_size(H2_WINDOW)
         .initial_stream_window_size(H2_WINDOW)
         .adaptive_window(false);
-    let io = GuardedIo::new(io, announced, limits.send_timeout);
+    let progress = Progress::new();
+    let io = GuardedIo::new(io, announced, limits.send_timeout, progress.clone());
     let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
     let mut conn = std::pin::pin!(conn);
     let mut signals = shared.signals.subscribe();
@@ -628,10 +629,11 @@ async fn serve_connection<I>(
             }
         }
         let idle_at = activity.idle_deadline(limits.idle_timeout);
-        // Once told to close, a connection with nothing in flight gets CLOSE_GRACE to do so.
+        // Once told to close, a connection with nothing in flight gets CLOSE_GRACE after it
+        // last wrote (an answer may still be flushing) to close by itself.
         let drop_at = closing.and_then(|since| {
             (activity.in_flight.load(Ordering::Acquire) == 0)
-                .then(|| since.max(*activity.idle_since()) + CLOSE_GRACE)
+                .then(|| since.max(*activity.idle_since()).max(progress.last_write()) + CLOSE_GRACE)
         });
         tokio::select! {
             res = conn.as_mut() => break res,
@@ -645,8 +647,11 @@ async fn serve_connection<I>(
             () = activity.changed.notified() => {}
             () = sleep_until(idle_at), if closing.is_none() && idle_at.is_some() => {}
             () = sleep_until(drop_at), if drop_at.is_some() => {
-                tracing::debug!(%remote, "dropping a connection that did not close");
-                return;
+                // Only if it has not written since the deadline was computed.
+                if progress.last_write() + CLOSE_GRACE <= Instant::now() {
+                    tracing::debug!(%remote, "dropping a connection that did not close");
+                    return;
+                }
             }
         }
     };

@@ -7,11 +7,12 @@
 //! same cut: the time between two writes that made progress, not the whole response.
 
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
 use super::h1_problems::{Announced, ResponseStream, Step};
 
@@ -26,6 +27,32 @@ enum Mode {
     Http2,
 }
 
+/// When the connection last wrote something: a connection told to close is dropped only once
+/// it has stopped writing (a long answer may still be flushing).
+#[derive(Debug)]
+pub(crate) struct Progress(Mutex<Instant>);
+
+impl Progress {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self(Mutex::new(Instant::now())))
+    }
+
+    /// When bytes last went out.
+    pub(crate) fn last_write(&self) -> Instant {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn wrote(&self) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
+    }
+}
+
 /// hyper's transport: any async byte stream (TLS or, behind `--insecure-http`, TCP).
 pub(crate) struct GuardedIo<T> {
     inner: T,
@@ -37,6 +64,7 @@ pub(crate) struct GuardedIo<T> {
     send_timeout: Duration,
     /// Armed while a write (or flush) is pending.
     stalled: Option<Pin<Box<Sleep>>>,
+    progress: Arc<Progress>,
 }
 
 impl<T> std::fmt::Debug for GuardedIo<T> {
@@ -46,8 +74,14 @@ impl<T> std::fmt::Debug for GuardedIo<T> {
 }
 
 impl<T> GuardedIo<T> {
-    pub(crate) fn new(inner: T, announced: Announced, send_timeout: Duration) -> Self {
+    pub(crate) fn new(
+        inner: T,
+        announced: Announced,
+        send_timeout: Duration,
+        progress: Arc<Progress>,
+    ) -> Self {
         Self {
+            progress,
             inner,
             mode: Mode::Sniffing(Vec::new()),
             announced,
@@ -78,6 +112,9 @@ impl<T: AsyncWrite + Unpin> GuardedIo<T> {
         match Pin::new(&mut self.inner).poll_write(cx, buf) {
             Poll::Ready(r) => {
                 self.stalled = None;
+                if matches!(r, Ok(n) if n > 0) {
+                    self.progress.wrote();
+                }
                 Poll::Ready(r)
             }
             Poll::Pending => self.stall(cx).map(Err),
@@ -156,6 +193,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for GuardedIo<T> {
         match Pin::new(&mut this.inner).poll_flush(cx) {
             Poll::Ready(r) => {
                 this.stalled = None;
+                // A TLS stream accepts a write before its records are out; the flush is
+                // when they went.
+                if r.is_ok() {
+                    this.progress.wrote();
+                }
                 Poll::Ready(r)
             }
             Poll::Pending => this.stall(cx).map(Err),
@@ -174,3 +216,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for GuardedIo<T> {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "io_tests.rs"]
+mod tests;
