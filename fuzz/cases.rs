@@ -41,7 +41,12 @@ fn check_frame(data: &[u8]) {
             let mut into = Vec::new();
             assert!(view.f32_into(&mut into));
             assert_eq!(values.len(), n);
-            assert!(values.iter().zip(&into).all(|(a, b)| a.to_bits() == b.to_bits()));
+            assert!(
+                values
+                    .iter()
+                    .zip(&into)
+                    .all(|(a, b)| a.to_bits() == b.to_bits())
+            );
             if let Some(i) = view.first_non_finite() {
                 assert!(!values[i].is_finite() && values[..i].iter().all(|v| v.is_finite()));
             } else {
@@ -73,7 +78,12 @@ pub fn safetensors_server(data: &[u8]) {
         .expect("a parsed model serialises");
     let (layout2, values2) = ModelLayout::parse(&again).expect("a serialised model parses");
     assert_eq!(layout2.num_params(), layout.num_params());
-    assert!(values.iter().zip(&values2).all(|(a, b)| a.to_bits() == b.to_bits()));
+    assert!(
+        values
+            .iter()
+            .zip(&values2)
+            .all(|(a, b)| a.to_bits() == b.to_bits())
+    );
 }
 
 /// Every SecAgg+ wire message: the first byte picks one; the rest is its body. Messages a
@@ -255,15 +265,14 @@ fn round(tamper: Tamper<'_>, mut record: Option<&mut Vec<Vec<u8>>>) {
             _ => directory.clone(),
         };
         keep(id, &|| seed(1, &Directory::from_message(&seen)));
-        keep(
-            id,
-            &|| seed(
+        keep(id, &|| {
+            seed(
                 7,
                 &StagePoll::Ready {
                     value: Directory::from_message(&seen),
                 },
-            ),
-        );
+            )
+        });
         let Ok(Step::Next(client, shares)) = client.handle(seen) else {
             continue;
         };
@@ -306,8 +315,7 @@ fn round(tamper: Tamper<'_>, mut record: Option<&mut Vec<Vec<u8>>>) {
         };
         let msg = match (&tamper, id) {
             (Tamper::Masked(body), VICTIM) => {
-                let Some(vector) = FrameView::parse(body).ok().and_then(|v| v.to_u32_vec())
-                else {
+                let Some(vector) = FrameView::parse(body).ok().and_then(|v| v.to_u32_vec()) else {
                     continue;
                 };
                 MaskedInput { from: id, vector }
