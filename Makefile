@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 ARGS ?=
 
-.PHONY: setup build test demo bench fmt clippy doctor clean-venv data
+.PHONY: setup build test demo bench fmt clippy doctor clean-venv data fuzz
 
 setup:
 	@scripts/setup-venv.sh
@@ -24,6 +24,12 @@ test: setup
 # The dev profile already optimises every dependency, so no second (release) build is needed.
 demo: setup
 	$(CARGO) run --bin cohort -- demo $(ARGS)
+
+# Coverage-guided fuzzing (cargo-fuzz) of the vector frame, both safetensors loaders, the
+# data-spec parser and every SecAgg+ wire message, FUZZ_SECONDS (default 60) per target; `make
+# test` replays their corpus. `make fuzz ARGS="frame secagg"` runs only those targets.
+fuzz: setup
+	scripts/fuzz.sh $(ARGS)
 
 bench: setup
 	$(CARGO) bench --workspace

@@ -63,7 +63,8 @@ fn training_config() -> Value {
         "client_sampling_rate": 1.0,
         "min_clients": 1,
         "strategy": { "name": "fed_avg" },
-        "secure_aggregation": false
+        "secure_aggregation": false,
+        "update_clip": 10.0
     })
 }
 

@@ -2,6 +2,11 @@
 //! served (none refused, none starved by clients that keep their connections busy), the cap
 //! holds while they wait, an idle keep-alive connection is closed after the idle timeout so
 //! its slot goes to a waiting client, and shutdown does not wait for idle connections.
+//!
+//! Slots are for authenticated callers (a client certificate, or a bearer token: the
+//! connection takes a slot at its first request that carries one), so every request here
+//! carries the viewer's token; unauthenticated connections are held apart
+//! (server/tests/hostile_clients.rs, slow_clients.rs).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -30,10 +35,15 @@ fn spawn_health_checkers(
 ) -> Vec<tokio::task::JoinHandle<()>> {
     (0..clients)
         .map(|_| {
-            let (client, url) = (world.http(), url.to_owned());
+            let (client, url, viewer) = (world.http(), url.to_owned(), world.viewer.clone());
             tokio::spawn(async move {
                 for _ in 0..requests {
-                    let resp = client.get(format!("{url}/healthz")).send().await.unwrap();
+                    let resp = client
+                        .get(format!("{url}/healthz"))
+                        .bearer_auth(&viewer)
+                        .send()
+                        .await
+                        .unwrap();
                     assert_eq!(resp.status(), StatusCode::OK);
                 }
             })
@@ -80,10 +90,12 @@ async fn six_clients_through_two_slots_all_finish_while_two_keep_theirs_busy() {
     let mut busy = Vec::new();
     for _ in 0..2 {
         let (client, url, stop, served) = (world.http(), url.clone(), stop.clone(), served.clone());
+        let viewer = world.viewer.clone();
         busy.push(tokio::spawn(async move {
             let mut failures = Vec::new();
             while !stop.load(Ordering::Relaxed) {
-                match client.get(format!("{url}/healthz")).send().await {
+                let request = client.get(format!("{url}/healthz")).bearer_auth(&viewer);
+                match request.send().await {
                     Ok(r) if r.status() == StatusCode::OK => {
                         served.fetch_add(1, Ordering::Relaxed);
                     }
@@ -219,6 +231,7 @@ async fn an_idle_keep_alive_connection_is_closed_and_its_slot_handed_on() {
     let a = world.http();
     assert_eq!(
         a.get(format!("{url}/healthz"))
+            .bearer_auth(&world.viewer)
             .send()
             .await
             .unwrap()
@@ -229,7 +242,9 @@ async fn an_idle_keep_alive_connection_is_closed_and_its_slot_handed_on() {
     let asked = Instant::now();
     let resp = tokio::time::timeout(
         Duration::from_secs(10),
-        b.get(format!("{url}/healthz")).send(),
+        b.get(format!("{url}/healthz"))
+            .bearer_auth(&world.viewer)
+            .send(),
     )
     .await
     .expect("the idle connection kept the only slot")
@@ -243,6 +258,7 @@ async fn an_idle_keep_alive_connection_is_closed_and_its_slot_handed_on() {
     // `a` comes back on a new connection; b's has gone idle and is closed in turn.
     assert_eq!(
         a.get(format!("{url}/healthz"))
+            .bearer_auth(&world.viewer)
             .send()
             .await
             .unwrap()
@@ -294,15 +310,22 @@ async fn http2_connections_hand_over_their_slot_too() {
     // makes the server send it a GOAWAY. It may see a refused request in the hand-over, so it
     // retries; what matters is that the other client gets in while it is still busy.
     let h2 = http2_client(&world.ca_pem);
-    let resp = h2.get(format!("{url}/healthz")).send().await.unwrap();
+    let resp = h2
+        .get(format!("{url}/healthz"))
+        .bearer_auth(&world.viewer)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
     let stop = Arc::new(AtomicBool::new(false));
     let busy = {
         let (h2, url, stop) = (h2.clone(), url.clone(), stop.clone());
+        let viewer = world.viewer.clone();
         tokio::spawn(async move {
             let mut ok = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                if let Ok(r) = h2.get(format!("{url}/healthz")).send().await {
+                let request = h2.get(format!("{url}/healthz")).bearer_auth(&viewer);
+                if let Ok(r) = request.send().await {
                     ok += u64::from(r.status() == StatusCode::OK);
                 }
             }
@@ -314,7 +337,9 @@ async fn http2_connections_hand_over_their_slot_too() {
     for _ in 0..3 {
         let resp = tokio::time::timeout(
             Duration::from_secs(20),
-            h1.get(format!("{url}/healthz")).send(),
+            h1.get(format!("{url}/healthz"))
+                .bearer_auth(&world.viewer)
+                .send(),
         )
         .await
         .expect("a busy HTTP/2 connection kept the only slot")

@@ -220,6 +220,7 @@ learning_rate = 0.1
 client_sampling_rate = 1.0
 min_clients = 2
 secure_aggregation = false
+update_clip = 10.0
 client_budget = {{ epsilon = 100.0, delta = 1e-5 }}
 dp_sgd = {{ noise_multiplier = 1.0, clip_norm = 1.0, local_epochs = 1, batch_sample_rate = 0.5 }}
 deadlines = {{ training_s = 600, key_exchange_s = 60, upload_s = 600, unmask_s = 60 }}

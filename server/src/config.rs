@@ -74,6 +74,31 @@ pub struct ServerConfig {
     /// participants' connection-pool timeout (20 s), so they drop idle connections first
     /// instead of racing the server's close with a new request.
     pub idle_timeout_s: u64,
+    /// Seconds a connection has to finish its TLS handshake.
+    pub handshake_timeout_s: u64,
+    /// Seconds a response write may make no progress (a client that stops reading) before
+    /// the connection is closed.
+    pub send_timeout_s: u64,
+    /// Request bodies must arrive at least this fast, in bytes per second, once 10 s have
+    /// passed; a slower one is answered 408. Only time the server spends waiting for the
+    /// client counts.
+    pub min_body_rate_bytes_per_s: u64,
+    /// Connections that have not authenticated (TLS handshake not finished, or no client
+    /// certificate and no bearer token yet) held at once, in total. They never take one of
+    /// the `max_connections` slots; past this, the oldest connection of the address holding
+    /// the most is closed to make room.
+    pub max_unauthenticated_connections: usize,
+    /// Unauthenticated connections held at once from one IP address; further ones are closed
+    /// at once.
+    pub max_unauthenticated_per_ip: usize,
+    /// Bytes of request bodies that handlers hold in memory at once, server-wide (uploads
+    /// spooled to disk and an admin's model upload are not counted). A body reserves its
+    /// declared length before it is read; over HTTP/2 one connection runs many requests at
+    /// once, so without this memory was bounded by neither the connection cap nor the stream
+    /// limit.
+    pub max_buffered_body_bytes: usize,
+    /// The same, per connection.
+    pub max_buffered_body_bytes_per_connection: usize,
 }
 
 impl Default for ServerConfig {
@@ -96,6 +121,13 @@ impl Default for ServerConfig {
             round_interval_s: 30,
             max_connections: 128,
             idle_timeout_s: 30,
+            handshake_timeout_s: 10,
+            send_timeout_s: 30,
+            min_body_rate_bytes_per_s: 1024,
+            max_unauthenticated_connections: 256,
+            max_unauthenticated_per_ip: 16,
+            max_buffered_body_bytes: 64 << 20,
+            max_buffered_body_bytes_per_connection: 4 << 20,
         }
     }
 }
@@ -165,6 +197,28 @@ impl ServerConfig {
         env!("COHORT_ROUND_INTERVAL_S", self.round_interval_s);
         env!("COHORT_MAX_CONNECTIONS", self.max_connections);
         env!("COHORT_IDLE_TIMEOUT_S", self.idle_timeout_s);
+        env!("COHORT_HANDSHAKE_TIMEOUT_S", self.handshake_timeout_s);
+        env!("COHORT_SEND_TIMEOUT_S", self.send_timeout_s);
+        env!(
+            "COHORT_MIN_BODY_RATE_BYTES_PER_S",
+            self.min_body_rate_bytes_per_s
+        );
+        env!(
+            "COHORT_MAX_UNAUTHENTICATED_CONNECTIONS",
+            self.max_unauthenticated_connections
+        );
+        env!(
+            "COHORT_MAX_UNAUTHENTICATED_PER_IP",
+            self.max_unauthenticated_per_ip
+        );
+        env!(
+            "COHORT_MAX_BUFFERED_BODY_BYTES",
+            self.max_buffered_body_bytes
+        );
+        env!(
+            "COHORT_MAX_BUFFERED_BODY_BYTES_PER_CONNECTION",
+            self.max_buffered_body_bytes_per_connection
+        );
         if let Some(v) = get("COHORT_LOG_FORMAT") {
             self.log_format = match v.as_str() {
                 "text" => LogFormat::Text,
@@ -199,6 +253,34 @@ impl ServerConfig {
         }
         if self.max_json_bytes == 0 || self.max_body_bytes == 0 {
             return Err(ConfigError("body limits must be positive".into()));
+        }
+        for (key, v) in [
+            ("handshake_timeout_s", self.handshake_timeout_s),
+            ("send_timeout_s", self.send_timeout_s),
+            ("min_body_rate_bytes_per_s", self.min_body_rate_bytes_per_s),
+        ] {
+            if v == 0 {
+                return Err(ConfigError(format!(
+                    "{key} must be at least 1: a zero would let slow clients hold connections forever"
+                )));
+            }
+        }
+        if self.max_unauthenticated_connections == 0 || self.max_unauthenticated_per_ip == 0 {
+            return Err(ConfigError(
+                "max_unauthenticated_connections and max_unauthenticated_per_ip must be at least 1: enrolment and the dashboard come in unauthenticated".into(),
+            ));
+        }
+        // A JSON body reserves its size from both budgets before it is read, so each must hold
+        // the largest one.
+        if self.max_buffered_body_bytes_per_connection < self.max_json_bytes
+            || self.max_buffered_body_bytes < self.max_buffered_body_bytes_per_connection
+        {
+            return Err(ConfigError(format!(
+                "need max_json_bytes ({}) <= max_buffered_body_bytes_per_connection ({}) <= max_buffered_body_bytes ({})",
+                self.max_json_bytes,
+                self.max_buffered_body_bytes_per_connection,
+                self.max_buffered_body_bytes
+            )));
         }
         Ok(())
     }

@@ -1,24 +1,52 @@
-//! The accept loop: at most `max_connections` connections are served at once, idle ones are
-//! closed, and a full server makes room for waiting clients without refusing anyone.
+//! The accept loop and each connection's life: who gets one of the `max_connections` slots,
+//! what unauthenticated clients may hold instead, and a deadline for every phase, so that no
+//! client without credentials can keep enrolled clients and admins from being served.
 //!
-//! Why a cap: every connection being served costs its TLS and HTTP buffers, so without one the
-//! server's peak memory grew with the number of clients uploading at once. A slot is taken
-//! *before* a connection is accepted, so the extra clients wait in the kernel's listen queue
-//! (their TCP connect completes, the TLS handshake waits) at no cost to the server's memory,
-//! and are accepted in arrival order as slots free up. The handshake timeout starts only once
-//! a connection has its slot.
+//! **Two pools.** A slot (a semaphore permit) is what a connection of an *authenticated*
+//! caller is served from: a client certificate that chains to the federation CA (known when
+//! the TLS handshake ends) or a request with a valid bearer token (the connection is promoted
+//! at its first such request). Every served connection costs its TLS and HTTP buffers, so the
+//! slots bound memory; clients beyond them wait for one (see "crowding" below). Every other
+//! connection (in its TLS handshake, or without credentials: enrolment, health checks, the
+//! dashboard's static files) is held in the bounded, evicting pool of [`admission`], so silent
+//! or slow unauthenticated connections never hold a slot. They used to: a slot was taken
+//! before `accept`, and 128 connections that sent half a request line held every one.
 //!
-//! Why clients cannot starve each other:
-//! - a connection with no request in flight for `idle_timeout` is closed, so a quiet
-//!   keep-alive client does not keep a slot;
-//! - while a client waits for a slot, every answer the server gives carries
-//!   `Connection: close` (HTTP/2 connections get a GOAWAY instead), so busy clients hand
-//!   their slots over one request at a time, like Apache's event MPM turning keep-alive off
-//!   when its workers are all busy. Telling the client in the answer itself is what keeps
-//!   this race-free: it never sends another request on a connection the server is closing.
-//!   Long polls answer early at that moment ([`Crowding`]), so they do not hold slots either;
+//! **A deadline for every phase.**
+//! - TLS handshake: `handshake_timeout`.
+//! - Request head: a connection that has not completed a request head `idle_timeout` after it
+//!   opened or after its last answer is closed, whether or not it sent part of one (the idle
+//!   shutdown below, and hyper's header read timeout as a backstop: it needs a timer to run,
+//!   which the connection builder used not to set).
+//! - Request body: a minimum rate ([`body`]), answered with a 408 problem.
+//! - Response: a write that makes no progress for `send_timeout` ends the connection ([`io`]).
+//! - Idle: a connection with no request in flight for `idle_timeout` is shut down, and dropped
+//!   if it has not closed [`CLOSE_GRACE`] later (hyper's graceful shutdown waits for a request
+//!   whose first bytes have arrived, and HTTP/2's for the client's ping answer).
+//!
+//! **Limits that bound memory per connection.** HTTP/1: a 64 KiB read buffer (a head must fit;
+//! bodies stream through) and 100 header fields. HTTP/2: [`H2_MAX_STREAMS`] concurrent streams,
+//! a 16 KiB header list, and a 1 MiB connection flow-control window, which bounds the body
+//! bytes buffered on the connection before the router reads them. Bodies a handler holds in
+//! memory are charged to a per-connection and a server-wide budget ([`body`]).
+//!
+//! **Crowding** (why authenticated clients cannot starve each other):
+//! - while an authenticated connection waits for a slot, every answer on a slot carries
+//!   `Connection: close` (HTTP/2 connections get a GOAWAY instead), so busy clients hand their
+//!   slots over one request at a time, like Apache's event MPM turning keep-alive off when its
+//!   workers are all busy. Telling the client in the answer itself keeps this race-free: it
+//!   never sends another request on a connection the server is closing. Long polls answer
+//!   early at that moment ([`Crowding`]), so they do not hold slots either;
 //! - idle connections are left to the idle timeout rather than cut at once, because an
 //!   HTTP/1.1 client may be sending on them at that very moment.
+//!
+//! **Errors.** hyper's own answers to malformed HTTP/1 requests are rewritten into problem
+//! documents ([`h1_problems`]).
+
+mod admission;
+mod body;
+mod h1_problems;
+mod io;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -32,36 +60,67 @@ use axum::Router;
 use axum::body::Body;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::header::{CONNECTION, HeaderValue};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
+pub use body::BodyControl;
+
 use crate::metrics::Metrics;
 use crate::tls::{PeerIdentity, RemoteAddr, TlsServer};
+use admission::{Admission, Unauthenticated};
+use body::{BodyBudget, GuardedBody, MinRate};
+use h1_problems::Announced;
+use io::{GuardedIo, Progress};
 
-/// How long a client may take to complete the TLS handshake once it has a slot.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest HTTP/1 read buffer per connection (headers must fit; bodies stream through it).
 const HTTP1_MAX_BUF: usize = 64 * 1024;
+/// Concurrent HTTP/2 streams per connection. hyper's default, 200, let one connection run 200
+/// handlers at once; our clients use one or two at a time.
+pub const H2_MAX_STREAMS: u32 = 32;
+/// The HTTP/2 header list a client may send (hyper's default, stated).
+const H2_MAX_HEADER_LIST: u32 = 16 * 1024;
+/// HTTP/2 flow-control windows: what a client may send before the server reads it.
+const H2_WINDOW: u32 = 1024 * 1024;
 /// How long in-flight requests may run after shutdown is asked for.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection told to close, with no request in flight, has to close by itself.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-/// How many connections are served at once and how long an idle one is kept.
+/// How many connections are served at once and the deadlines and budgets each one gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
-    /// Connections holding a slot (handshaking or served) at most.
+    /// Connections of authenticated callers served at once (slots).
     pub max_connections: usize,
     /// A connection with no request in flight for this long is closed.
     pub idle_timeout: Duration,
+    /// The TLS handshake must end within this.
+    pub handshake_timeout: Duration,
+    /// A response write that makes no progress for this long ends the connection.
+    pub send_timeout: Duration,
+    /// Request bodies must arrive at least this fast (bytes/s) after a 10 s grace.
+    pub min_body_rate: u64,
+    /// Unauthenticated connections held at once, in total.
+    pub max_unauthenticated: usize,
+    /// Unauthenticated connections held at once from one address.
+    pub max_unauthenticated_per_ip: usize,
+    /// Bytes of request bodies held in memory by handlers, server-wide.
+    pub max_buffered_body_bytes: usize,
+    /// Bytes of request bodies held in memory by handlers, per connection.
+    pub max_buffered_body_bytes_per_connection: usize,
 }
+
+/// Whether a request's headers carry credentials that authenticate its connection (a valid
+/// bearer token). The router still authorises every request itself.
+pub type Authenticator = Arc<dyn Fn(&hyper::HeaderMap) -> bool + Send + Sync>;
 
 /// What the accept loop tells every connection.
 #[derive(Debug, Clone, Copy, Default)]
 struct Signals {
-    /// A new connection is waiting for a slot.
+    /// An authenticated connection is waiting for a slot.
     crowded: bool,
     /// The server is shutting down.
     stopping: bool,
@@ -103,6 +162,79 @@ impl Drop for Slot {
     }
 }
 
+/// Connection tasks alive, so that shutdown can wait for them.
+#[derive(Debug, Default)]
+struct Live {
+    count: AtomicUsize,
+    none: Notify,
+}
+
+struct LiveGuard(Arc<Live>);
+
+impl Live {
+    fn enter(self: &Arc<Self>) -> LiveGuard {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        LiveGuard(self.clone())
+    }
+
+    async fn all_closed(&self) {
+        loop {
+            let notified = self.none.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.none.notify_waiters();
+        }
+    }
+}
+
+/// What every connection shares.
+struct Shared {
+    app: Router,
+    tls: Option<TlsServer>,
+    limits: ConnectionLimits,
+    metrics: Arc<Metrics>,
+    slots: Arc<Semaphore>,
+    signals: watch::Sender<Signals>,
+    waiting: AtomicUsize,
+    authenticate: Authenticator,
+    server_budget: (Arc<Semaphore>, usize),
+    live: Arc<Live>,
+}
+
+impl Shared {
+    /// A slot for an authenticated connection, waiting (and telling busy connections to hand
+    /// theirs over) when all are taken; `None` if the server stops meanwhile.
+    async fn slot(&self) -> Option<Slot> {
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            return Some(Slot::new(permit, self.metrics.clone()));
+        }
+        self.metrics.connection_waited();
+        if self.waiting.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.signals.send_modify(|s| s.crowded = true);
+        }
+        let mut signals = self.signals.subscribe();
+        let permit = tokio::select! {
+            permit = self.slots.clone().acquire_owned() => permit.ok(),
+            _ = signals.wait_for(|s| s.stopping) => None,
+        };
+        if self.waiting.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.signals.send_modify(|s| s.crowded = false);
+        }
+        permit.map(|p| Slot::new(p, self.metrics.clone()))
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, lets in-flight
 /// requests finish (up to 10 s) and returns. With `tls = None` it serves plain HTTP (only
 /// behind `--insecure-http`).
@@ -112,74 +244,58 @@ pub async fn serve(
     app: Router,
     limits: ConnectionLimits,
     metrics: Arc<Metrics>,
+    authenticate: Authenticator,
     shutdown: impl Future<Output = ()>,
 ) {
     let max = limits
         .max_connections
         .clamp(1, crate::config::MAX_CONNECTIONS_LIMIT);
-    let slots = Arc::new(Semaphore::new(max));
     metrics.connection_slots(max);
-    let (signals, signals_rx) = watch::channel(Signals::default());
-    let spawn = |tcp: TcpStream, remote: SocketAddr, permit: OwnedSemaphorePermit| {
-        let conn = Conn {
-            app: app.clone(),
-            remote,
-            signals: signals_rx.clone(),
-            idle_timeout: limits.idle_timeout,
-            metrics: metrics.clone(),
-        };
-        tokio::spawn(conn.handshake_and_serve(
-            tcp,
-            tls.clone(),
-            Slot::new(permit, metrics.clone()),
-        ));
-    };
+    let admission = Admission::new(
+        limits.max_unauthenticated_per_ip,
+        limits.max_unauthenticated,
+    );
+    let (signals, _) = watch::channel(Signals::default());
+    let shared = Arc::new(Shared {
+        app,
+        tls,
+        limits,
+        metrics,
+        slots: Arc::new(Semaphore::new(max)),
+        signals,
+        waiting: AtomicUsize::new(0),
+        authenticate,
+        server_budget: BodyBudget::server(limits.max_buffered_body_bytes),
+        live: Arc::new(Live::default()),
+    });
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        // The slot first: while none is free, new clients stay in the kernel's queue.
-        let permit = match slots.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => tokio::select! {
-                permit = slots.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break,
-                },
-                // A client arrived with every slot taken. It is the one connection held
-                // outside the kernel's queue; the others are asked to make room for it.
-                accepted = listener.accept() => {
-                    let Some((tcp, remote)) = accepted_or_back_off(accepted).await else {
-                        continue;
-                    };
-                    metrics.connection_waited();
-                    signals.send_modify(|s| s.crowded = true);
-                    let permit = tokio::select! {
-                        permit = slots.clone().acquire_owned() => permit,
-                        () = &mut shutdown => break,
-                    };
-                    signals.send_modify(|s| s.crowded = false);
-                    match permit {
-                        Ok(permit) => spawn(tcp, remote, permit),
-                        Err(_) => break,
-                    }
-                    continue;
-                }
-                () = &mut shutdown => break,
-            },
-        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
-        if let Some((tcp, remote)) = accepted_or_back_off(accepted).await {
-            spawn(tcp, remote, permit);
+        let Some((tcp, remote)) = accepted_or_back_off(accepted).await else {
+            continue;
+        };
+        match admission.admit(remote.ip()) {
+            Ok(place) => {
+                let live = shared.live.enter();
+                tokio::spawn(connection(shared.clone(), tcp, remote, place, live));
+            }
+            Err(admission::Refused) => {
+                tracing::debug!(%remote, "refused: the address holds its share of unauthenticated connections");
+                drop(tcp);
+            }
         }
     }
-    signals.send_modify(|s| s.stopping = true);
+    shared.signals.send_modify(|s| s.stopping = true);
     drop(listener);
-    // Every slot back means every connection has ended.
-    let all = u32::try_from(max).unwrap_or(u32::MAX);
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, slots.acquire_many(all)).await;
-    if drained.is_err() {
+    let live = shared.live.clone();
+    drop(shared);
+    if tokio::time::timeout(DRAIN_TIMEOUT, live.all_closed())
+        .await
+        .is_err()
+    {
         tracing::warn!("in-flight requests did not finish within {DRAIN_TIMEOUT:?}; closing");
     }
 }
@@ -198,13 +314,86 @@ async fn accepted_or_back_off(
     }
 }
 
-/// One accepted connection and what it needs to serve requests.
-struct Conn {
-    app: Router,
+/// Whether a connection is still in the unauthenticated pool or holds a slot.
+struct Standing {
+    place: Mutex<Option<Unauthenticated>>,
+    slot: tokio::sync::OnceCell<Slot>,
+}
+
+impl Standing {
+    fn holds_slot(&self) -> bool {
+        self.slot.initialized()
+    }
+
+    /// Leaves the unauthenticated pool (so the connection can no longer be evicted) and takes
+    /// a slot; `false` if the server stopped first.
+    async fn authenticate(&self, shared: &Shared) -> bool {
+        self.place
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        self.slot
+            .get_or_try_init(|| async { shared.slot().await.ok_or(()) })
+            .await
+            .is_ok()
+    }
+}
+
+/// One accepted connection, from its handshake to its close.
+async fn connection(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
     remote: SocketAddr,
-    signals: watch::Receiver<Signals>,
-    idle_timeout: Duration,
-    metrics: Arc<Metrics>,
+    place: Unauthenticated,
+    live: LiveGuard,
+) {
+    let eviction = place.eviction();
+    let standing = Arc::new(Standing {
+        place: Mutex::new(Some(place)),
+        slot: tokio::sync::OnceCell::new(),
+    });
+    tokio::select! {
+        () = handshake_and_serve(&shared, tcp, remote, &standing) => {}
+        () = eviction.wait() => {
+            tracing::debug!(%remote, "evicted: too many unauthenticated connections");
+        }
+    }
+    // Only now, with every clone of the app this connection held dropped (and with them
+    // the server state and its data-dir lock): the drain at shutdown waits for the live
+    // count, and a server restarted on the same data dir right after must find it free.
+    drop(standing);
+    drop(shared);
+    drop(live);
+}
+
+async fn handshake_and_serve(
+    shared: &Arc<Shared>,
+    tcp: TcpStream,
+    remote: SocketAddr,
+    standing: &Arc<Standing>,
+) {
+    let _ = tcp.set_nodelay(true);
+    let Some(tls) = &shared.tls else {
+        return serve_connection(shared, tcp, remote, PeerIdentity::Anonymous, standing).await;
+    };
+    let handshake =
+        tokio::time::timeout(shared.limits.handshake_timeout, tls.acceptor().accept(tcp));
+    let stream = match handshake.await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%remote, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%remote, "TLS handshake timed out");
+            return;
+        }
+    };
+    let identity = tls.classify_peer(stream.get_ref().1.peer_certificates());
+    if matches!(identity, PeerIdentity::Verified { .. }) && !standing.authenticate(shared).await {
+        return;
+    }
+    serve_connection(shared, stream, remote, identity, standing).await;
 }
 
 /// Requests in flight on one connection, and since when it has had none.
@@ -260,10 +449,12 @@ impl Drop for Busy {
     }
 }
 
-/// A response body that keeps its request counted as in flight until it has been sent.
+/// A response body that keeps its request counted as in flight, and its body reservation
+/// held, until it has been sent.
 struct Tracked {
     body: Body,
     _busy: Busy,
+    _control: Arc<BodyControl>,
 }
 
 impl HttpBody for Tracked {
@@ -286,121 +477,186 @@ impl HttpBody for Tracked {
     }
 }
 
-impl Conn {
-    /// The TLS handshake (its timeout counted from here, once the slot is held), then HTTP.
-    async fn handshake_and_serve(self, tcp: TcpStream, tls: Option<TlsServer>, slot: Slot) {
-        self.handshake_and_serve_until_closed(tcp, tls).await;
-        // Only now, with every clone of the app this connection held dropped (and with them
-        // the server state and its data-dir lock): the drain at shutdown waits for the slots,
-        // and a server restarted on the same data dir right after must find it free.
-        drop(slot);
-    }
+/// The 408 problem for a body sent below the minimum rate.
+fn too_slow(min_rate: u64) -> axum::response::Response {
+    let problem = cohort_protocol::problem::Problem::new(
+        "request-timeout",
+        "Request timeout",
+        408,
+        format!(
+            "the request body arrived slower than {min_rate} bytes/s (after a {} s grace); send it faster",
+            body::BODY_GRACE.as_secs()
+        ),
+    );
+    let mut resp =
+        axum::response::Response::new(Body::from(serde_json::to_vec(&problem).unwrap_or_default()));
+    *resp.status_mut() = hyper::StatusCode::REQUEST_TIMEOUT;
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static(cohort_protocol::problem::CONTENT_TYPE),
+    );
+    resp
+}
 
-    async fn handshake_and_serve_until_closed(self, tcp: TcpStream, tls: Option<TlsServer>) {
-        let _ = tcp.set_nodelay(true);
-        let Some(tls) = tls else {
-            return self.run(tcp, PeerIdentity::Anonymous).await;
-        };
-        let remote = self.remote;
-        let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(tcp)).await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                tracing::debug!(%remote, error = %e, "TLS handshake failed");
-                return;
+async fn serve_connection<I>(
+    shared: &Arc<Shared>,
+    io: I,
+    remote: SocketAddr,
+    identity: PeerIdentity,
+    standing: &Arc<Standing>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = shared.limits;
+    let activity = Arc::new(Activity::new());
+    let announced = Announced::default();
+    let budget = BodyBudget::for_connection(
+        limits.max_buffered_body_bytes_per_connection,
+        &shared.server_budget,
+    );
+    let rate = MinRate {
+        bytes_per_s: limits.min_body_rate,
+    };
+    let svc = {
+        let activity = activity.clone();
+        let shared = shared.clone();
+        let standing = standing.clone();
+        let announced = announced.clone();
+        tower::service_fn(move |req: hyper::Request<Incoming>| {
+            let busy = Busy::begin(&activity);
+            let http2 = req.version() == hyper::Version::HTTP_2;
+            if http2 {
+                activity.http2.store(true, Ordering::Relaxed);
+            } else {
+                announced.push(req.method().clone());
             }
-            Err(_) => {
-                tracing::debug!(%remote, "TLS handshake timed out");
-                return;
-            }
-        };
-        let identity = tls.classify_peer(stream.get_ref().1.peer_certificates());
-        self.run(stream, identity).await;
-    }
-
-    async fn run<I>(self, io: I, identity: PeerIdentity)
-    where
-        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        let Self {
-            app,
-            remote,
-            mut signals,
-            idle_timeout,
-            metrics,
-        } = self;
-        let activity = Arc::new(Activity::new());
-        let svc = {
-            let activity = activity.clone();
-            let signals = signals.clone();
-            let metrics = metrics.clone();
-            tower::service_fn(move |req: hyper::Request<Incoming>| {
-                let busy = Busy::begin(&activity);
-                if req.version() == hyper::Version::HTTP_2 {
-                    activity.http2.store(true, Ordering::Relaxed);
+            let control = Arc::new(BodyControl::default());
+            let mut req = {
+                let (control, budget) = (control.clone(), budget.clone());
+                req.map(|incoming| Body::new(GuardedBody::new(incoming, control, budget, rate)))
+            };
+            req.extensions_mut().insert(identity.clone());
+            req.extensions_mut().insert(RemoteAddr(remote));
+            req.extensions_mut()
+                .insert(Crowding(shared.signals.subscribe()));
+            req.extensions_mut().insert(control.clone());
+            let (shared, standing) = (shared.clone(), standing.clone());
+            async move {
+                if !standing.holds_slot()
+                    && (shared.authenticate)(req.headers())
+                    && !standing.authenticate(&shared).await
+                {
+                    let mut resp = axum::response::IntoResponse::into_response(
+                        crate::http::error::ApiError::Unavailable(
+                            "the server is shutting down".into(),
+                        ),
+                    );
+                    resp.headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                    return Ok(resp.map(|body| Tracked {
+                        body,
+                        _busy: busy,
+                        _control: control,
+                    }));
                 }
-                let mut req = req.map(Body::new);
-                req.extensions_mut().insert(identity.clone());
-                req.extensions_mut().insert(RemoteAddr(remote));
-                req.extensions_mut().insert(Crowding(signals.clone()));
-                let app = app.clone();
-                let signals = signals.clone();
-                let metrics = metrics.clone();
-                async move {
-                    let mut resp = app.oneshot(req).await?;
-                    // Decided as the answer is made, so the client learns it with the answer.
-                    if signals.borrow().crowded && resp.version() != hyper::Version::HTTP_2 {
-                        resp.headers_mut()
-                            .insert(CONNECTION, HeaderValue::from_static("close"));
-                        metrics.connection_closed_crowded();
-                    }
-                    Ok::<_, std::convert::Infallible>(
-                        resp.map(|body| Tracked { body, _busy: busy }),
-                    )
+                let mut resp = tokio::select! {
+                    resp = shared.app.clone().oneshot(req) => match resp {
+                        Ok(resp) => resp,
+                        Err(never) => match never {},
+                    },
+                    () = control.wait_timed_out() => too_slow(rate.bytes_per_s),
+                };
+                if control.timed_out() {
+                    resp = too_slow(rate.bytes_per_s);
                 }
-            })
-        };
-        let svc = hyper_util::service::TowerToHyperService::new(svc);
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        // hyper's read buffer grows to ~400 KiB per connection by default while a body streams
-        // in; with hundreds of clients uploading at once that alone outgrew the memory target.
-        builder.http1().max_buf_size(HTTP1_MAX_BUF);
-        let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
-        let mut conn = std::pin::pin!(conn);
-        let mut closing = false;
-        let result = loop {
-            if !closing {
-                let now = *signals.borrow_and_update();
-                let idle = activity
-                    .idle_deadline(idle_timeout)
-                    .is_some_and(|at| at <= Instant::now());
-                let http2_crowded = now.crowded && activity.http2.load(Ordering::Relaxed);
-                if now.stopping || idle || http2_crowded {
-                    if idle && !now.stopping {
-                        tracing::debug!(%remote, "closing an idle connection");
-                        metrics.connection_closed_idle();
-                    }
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
-                }
-            }
-            let idle_at = activity.idle_deadline(idle_timeout);
-            tokio::select! {
-                res = conn.as_mut() => break res,
-                changed = signals.changed(), if !closing => {
-                    if changed.is_err() {
-                        // The accept loop is gone: the server has stopped.
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
+                // Decided as the answer is made, so the client learns it with the answer.
+                let crowded = shared.signals.borrow().crowded && standing.holds_slot();
+                if !http2 && (crowded || control.timed_out()) {
+                    resp.headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                    if crowded {
+                        shared.metrics.connection_closed_crowded();
                     }
                 }
-                () = activity.changed.notified(), if !closing => {}
-                () = sleep_until(idle_at), if !closing && idle_at.is_some() => {}
+                Ok::<_, std::convert::Infallible>(resp.map(|body| Tracked {
+                    body,
+                    _busy: busy,
+                    _control: control,
+                }))
             }
-        };
-        if let Err(e) = result {
-            tracing::debug!(%remote, error = %e, "connection ended with an error");
+        })
+    };
+    let svc = hyper_util::service::TowerToHyperService::new(svc);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // A backstop to the idle shutdown below, which fires first (and is counted as such).
+        .header_read_timeout(limits.idle_timeout + CLOSE_GRACE)
+        // hyper's read buffer grows to ~400 KiB per connection by default while a body
+        // streams in; with hundreds of clients uploading at once that alone outgrew the
+        // memory target.
+        .max_buf_size(HTTP1_MAX_BUF);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_header_list_size(H2_MAX_HEADER_LIST)
+        .initial_connection_window_size(H2_WINDOW)
+        .initial_stream_window_size(H2_WINDOW)
+        .adaptive_window(false);
+    let progress = Progress::new();
+    let io = GuardedIo::new(io, announced, limits.send_timeout, progress.clone());
+    let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
+    let mut conn = std::pin::pin!(conn);
+    let mut signals = shared.signals.subscribe();
+    let mut closing: Option<Instant> = None;
+    let result = loop {
+        if closing.is_none() {
+            let now = *signals.borrow_and_update();
+            let idle = activity
+                .idle_deadline(limits.idle_timeout)
+                .is_some_and(|at| at <= Instant::now());
+            let http2_crowded =
+                now.crowded && activity.http2.load(Ordering::Relaxed) && standing.holds_slot();
+            if now.stopping || idle || http2_crowded {
+                if idle && !now.stopping {
+                    tracing::debug!(%remote, "closing an idle connection");
+                    shared.metrics.connection_closed_idle();
+                }
+                conn.as_mut().graceful_shutdown();
+                closing = Some(Instant::now());
+            }
         }
+        let idle_at = activity.idle_deadline(limits.idle_timeout);
+        // Once told to close, a connection with nothing in flight gets CLOSE_GRACE after it
+        // last wrote (an answer may still be flushing) to close by itself.
+        let drop_at = closing.and_then(|since| {
+            (activity.in_flight.load(Ordering::Acquire) == 0)
+                .then(|| since.max(*activity.idle_since()).max(progress.last_write()) + CLOSE_GRACE)
+        });
+        tokio::select! {
+            res = conn.as_mut() => break res,
+            changed = signals.changed(), if closing.is_none() => {
+                if changed.is_err() {
+                    // The accept loop is gone: the server has stopped.
+                    conn.as_mut().graceful_shutdown();
+                    closing = Some(Instant::now());
+                }
+            }
+            () = activity.changed.notified() => {}
+            () = sleep_until(idle_at), if closing.is_none() && idle_at.is_some() => {}
+            () = sleep_until(drop_at), if drop_at.is_some() => {
+                // Only if it has not written since the deadline was computed.
+                if progress.last_write() + CLOSE_GRACE <= Instant::now() {
+                    tracing::debug!(%remote, "dropping a connection that did not close");
+                    return;
+                }
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%remote, error = %e, "connection ended with an error");
     }
 }
 

@@ -39,6 +39,7 @@
 //!     "client_budget": {"epsilon": 50.0, "delta": 1e-5},
 //!     "client_sampling_rate": 1.0,
 //!     "min_clients": 1,
+//!     "update_clip": 10.0,
 //!     "secure_aggregation": false
 //! }))?;
 //! let new = NewFederation {

@@ -126,6 +126,14 @@ impl Server {
             limits: ConnectionLimits {
                 max_connections: config.max_connections,
                 idle_timeout: Duration::from_secs(config.idle_timeout_s),
+                handshake_timeout: Duration::from_secs(config.handshake_timeout_s),
+                send_timeout: Duration::from_secs(config.send_timeout_s),
+                min_body_rate: config.min_body_rate_bytes_per_s,
+                max_unauthenticated: config.max_unauthenticated_connections,
+                max_unauthenticated_per_ip: config.max_unauthenticated_per_ip,
+                max_buffered_body_bytes: config.max_buffered_body_bytes,
+                max_buffered_body_bytes_per_connection: config
+                    .max_buffered_body_bytes_per_connection,
             },
         })
     }
@@ -158,6 +166,9 @@ impl Server {
         }));
         let mut serve_rx = rx;
         let metrics = self.state.metrics.clone();
+        let tokens = self.state.tokens.clone();
+        let authenticate: crate::conn::Authenticator =
+            Arc::new(move |headers: &hyper::HeaderMap| bearer_is_valid(&tokens, headers));
         let router = app(self.state);
         let stop = async move {
             let _ = serve_rx.wait_for(|stop| *stop).await;
@@ -166,11 +177,31 @@ impl Server {
             shutdown.await;
             let _ = tx.send(true);
         });
-        crate::conn::serve(self.listener, self.tls, router, self.limits, metrics, stop).await;
+        crate::conn::serve(
+            self.listener,
+            self.tls,
+            router,
+            self.limits,
+            metrics,
+            authenticate,
+            stop,
+        )
+        .await;
         signal.abort();
         let _ = scheduler.await;
         tracing::info!("server stopped");
     }
+}
+
+/// Whether `headers` carry a bearer token this server signed and that has not expired: such
+/// a request authenticates its connection, which then leaves the unauthenticated pool. (The
+/// role is checked by each route.)
+fn bearer_is_valid(tokens: &crate::auth::TokenSigner, headers: &hyper::HeaderMap) -> bool {
+    headers
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|token| tokens.verify(token.trim()).is_ok())
 }
 
 /// Connections the kernel queues for `accept` (it clamps this to `net.core.somaxconn`, 4096 by

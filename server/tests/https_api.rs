@@ -242,8 +242,9 @@ async fn bad_input_gets_a_problem_document_and_changes_nothing() {
     let mut corrupt = good.clone();
     corrupt[20] ^= 0xff;
     problem(upload(&a, &url, "fed", 1, 5, corrupt).await, 400).await;
-    // Unknown federation and unknown round.
-    problem(upload(&a, &url, "nope", 1, 5, good.clone()).await, 404).await;
+    // A federation the certificate is not a member of: 403, whether or not it exists (a 404
+    // would tell a foreign certificate which federations do). An unknown round of its own: 404.
+    problem(upload(&a, &url, "nope", 1, 5, good.clone()).await, 403).await;
     problem(upload(&a, &url, "fed", 9, 5, good.clone()).await, 404).await;
     problem(
         admin

@@ -282,7 +282,13 @@
         ` · client sampling rate ${c.client_sampling_rate}`,
         ` · min clients ${c.min_clients}`,
         ` · default client budget ε ${fmtEps(c.client_budget.epsilon)}, δ ${fmtDelta(c.client_budget.delta)}`,
-        d.stopped_reason ? ` · stopped: ${d.stopped_reason}` : ""));
+        d.stopped_reason ? ` · stopped: ${d.stopped_reason}` : ""),
+      // An admin's opt-out from bounding plain updates: one client can move the model anywhere.
+      c.allow_unbounded_updates
+        ? h("p", { class: "note", id: "unbounded-updates" },
+          badge("exhausted", "unbounded updates allowed"),
+          " no update clip and a mean-based strategy: any one client can move the model anywhere")
+        : "");
   }
 
   function stat(k, v, id) {

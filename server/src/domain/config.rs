@@ -353,6 +353,11 @@ pub struct TrainingConfigSpec {
     /// Whether updates travel masked under SecAgg+ (default: yes).
     #[serde(default = "default_true")]
     pub secure_aggregation: bool,
+    /// An admin's explicit opt-out: accept plain updates with no bound at all (no
+    /// `update_clip` and a mean-based strategy), so that one client can move the model
+    /// anywhere. Refused unless it applies; the API and the dashboard show it.
+    #[serde(default)]
+    pub allow_unbounded_updates: bool,
 }
 
 /// A validated training configuration. Fields are reachable through accessors only.
@@ -383,17 +388,21 @@ impl TrainingConfig {
         if spec.min_clients == 0 {
             return Err(ValidationError::new("min_clients", "must be at least 1"));
         }
-        if spec.client_budget.delta() <= 0.0 {
-            return Err(ValidationError::new(
-                "client_budget.delta",
-                "must be > 0: DP-SGD's Gaussian noise only gives (epsilon, delta) guarantees with delta > 0",
-            ));
-        }
-        if spec.federation_budget.is_some_and(|b| b.delta() <= 0.0) {
-            return Err(ValidationError::new(
-                "federation_budget.delta",
-                "must be > 0: Gaussian noise only gives (epsilon, delta) guarantees with delta > 0",
-            ));
+        super::validate_budget(
+            super::BudgetFields {
+                epsilon: "client_budget.epsilon",
+                delta: "client_budget.delta",
+            },
+            spec.client_budget,
+        )?;
+        if let Some(budget) = spec.federation_budget {
+            super::validate_budget(
+                super::BudgetFields {
+                    epsilon: "federation_budget.epsilon",
+                    delta: "federation_budget.delta",
+                },
+                budget,
+            )?;
         }
         if let Some(clip) = spec.update_clip {
             positive("update_clip", clip)?;
@@ -435,6 +444,29 @@ impl TrainingConfig {
                  secure_aggregation to false",
             ));
         }
+        // A plain federation whose mean-based strategy sums updates unclipped lets one client
+        // move the model anywhere (an update of f32::MAX values was taken into the model).
+        let unbounded = !spec.secure_aggregation
+            && spec.update_clip.is_none()
+            && !spec.strategy.needs_individual_updates();
+        match (unbounded, spec.allow_unbounded_updates) {
+            (true, false) => {
+                return Err(ValidationError::new(
+                    "update_clip",
+                    "a plain federation must bound each update: set update_clip, use a robust \
+                     aggregator (coordinate_median, trimmed_mean), or opt out explicitly with \
+                     \"allow_unbounded_updates\": true",
+                ));
+            }
+            (false, true) => {
+                return Err(ValidationError::new(
+                    "allow_unbounded_updates",
+                    "only applies to a plain federation with no update_clip and a mean-based \
+                     strategy; this configuration bounds every update already",
+                ));
+            }
+            _ => {}
+        }
         if z > 0.0 && spec.strategy.weighting() == Weighting::SampleCount {
             return Err(ValidationError::new(
                 "strategy.weighting",
@@ -445,6 +477,10 @@ impl TrainingConfig {
         Ok(Self(spec))
     }
 
+    /// Whether an admin opted out of bounding plain updates (no clip, mean-based strategy).
+    pub fn allows_unbounded_updates(&self) -> bool {
+        self.0.allow_unbounded_updates
+    }
     /// The record-level DP-SGD settings.
     pub fn dp_sgd(&self) -> &DpSgdConfig {
         &self.0.dp_sgd
@@ -545,6 +581,48 @@ mod tests {
         assert!(cfg.secure_aggregation());
         assert_eq!(*cfg.strategy(), StrategyConfig::default());
         assert_eq!(cfg.dp_sgd().steps_per_round(), 100);
+    }
+
+    #[test]
+    fn plain_updates_are_bounded_unless_an_admin_opts_out() {
+        let mut s = spec();
+        s.secure_aggregation = false;
+        assert_eq!(
+            TrainingConfig::new(s.clone()).unwrap_err().field(),
+            "update_clip"
+        );
+        s.allow_unbounded_updates = true;
+        assert!(
+            TrainingConfig::new(s.clone())
+                .unwrap()
+                .allows_unbounded_updates()
+        );
+        // The opt-out is refused where it would not apply, so it is shown only when true.
+        s.update_clip = Some(1.0);
+        assert_eq!(
+            TrainingConfig::new(s.clone()).unwrap_err().field(),
+            "allow_unbounded_updates"
+        );
+        s.allow_unbounded_updates = false;
+        assert!(TrainingConfig::new(s.clone()).is_ok());
+        s.update_clip = None;
+        s.strategy = StrategyConfig::TrimmedMean { trim_fraction: 0.1 };
+        assert!(TrainingConfig::new(s).is_ok(), "a robust aggregator bounds");
+    }
+
+    #[test]
+    fn budgets_that_protect_nobody_are_refused() {
+        let mut s = spec();
+        s.client_budget = EpsDelta::new(1e300, 1e-5).unwrap();
+        assert_eq!(
+            TrainingConfig::new(s.clone()).unwrap_err().field(),
+            "client_budget.epsilon"
+        );
+        s.client_budget = EpsDelta::new(8.0, 0.0).unwrap();
+        assert_eq!(
+            TrainingConfig::new(s).unwrap_err().field(),
+            "client_budget.delta"
+        );
     }
 
     #[test]

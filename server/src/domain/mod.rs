@@ -5,6 +5,7 @@
 //! from rows — and the rest of the server works with values that cannot be out of range.
 //! Entities have public fields because each field's type already carries its invariant.
 
+mod budget;
 mod config;
 mod ids;
 
@@ -15,6 +16,7 @@ use cohort_privacy::EpsDelta;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use budget::{BudgetFields, MAX_EPSILON_BUDGET, validate_budget, validate_epsilon};
 pub use config::{
     DpSgdConfig, StageDeadlines, StrategyConfig, TrainingConfig, TrainingConfigSpec, Weighting,
 };

@@ -9,6 +9,7 @@ mod budgets;
 pub mod error;
 pub mod extract;
 mod handlers;
+pub mod limits;
 pub mod openapi;
 pub mod secagg;
 
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRef, Request, State};
+use axum::extract::{FromRef, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -53,13 +54,10 @@ impl FromRef<AppState> for Arc<TokenSigner> {
 
 /// The whole API.
 pub fn app(state: AppState) -> Router {
-    let big_body = DefaultBodyLimit::max(state.max_body_bytes);
     let api = Router::new()
         .route(
             "/v1/federations",
-            get(handlers::list_federations)
-                .post(handlers::create_federation)
-                .layer(big_body),
+            get(handlers::list_federations).post(handlers::create_federation),
         )
         .route("/v1/federations/{fed}", get(handlers::get_federation))
         .route(
@@ -115,6 +113,11 @@ pub fn app(state: AppState) -> Router {
             "/v1/federations/{fed}/rounds/{round}/secagg/unmask",
             get(secagg::get_unmask).post(secagg::post_unmask),
         )
+        // Body limits and membership before any handler reads a body; the rate limit first.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            limits::enforce,
+        ))
         .route_layer(middleware::from_fn_with_state(state.clone(), rate_limit));
     Router::new()
         .route("/healthz", get(handlers::healthz))
@@ -126,7 +129,6 @@ pub fn app(state: AppState) -> Router {
         .merge(api)
         .fallback(error::not_found_fallback)
         .method_not_allowed_fallback(error::method_not_allowed_fallback)
-        .layer(DefaultBodyLimit::max(state.max_json_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }

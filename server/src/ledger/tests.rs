@@ -20,6 +20,7 @@ const DIM: usize = 1000;
 fn spec() -> crate::domain::TrainingConfigSpec {
     let mut s = crate::storage::tests::spec();
     s.secure_aggregation = false;
+    s.update_clip = Some(1.0);
     s
 }
 

@@ -281,6 +281,17 @@ impl Service {
         name: ClientId,
         budget: Option<EpsDelta>,
     ) -> Result<ClientCreated, ApiError> {
+        let budget = budget
+            .map(|b| {
+                crate::domain::validate_budget(
+                    crate::domain::BudgetFields {
+                        epsilon: "budget.epsilon",
+                        delta: "budget.delta",
+                    },
+                    b,
+                )
+            })
+            .transpose()?;
         let token = format!("{}.{}", name.as_str(), random_token()?);
         let hash = sha256_hex(&token);
         let (f, n) = (fed.clone(), name.clone());

@@ -506,6 +506,9 @@ impl Service {
         num_examples: Option<u64>,
         body: Body,
     ) -> Result<UploadReceipt, ApiError> {
+        // Membership first: a certificate that is not a member must learn nothing about the
+        // federation, not even whether it exists (403 either way, never 404).
+        let client = self.client_for_cert(fed, fingerprint).await?;
         let federation = self.federation(fed).await?;
         if federation.config.secure_aggregation() {
             return Err(ApiError::Conflict {
@@ -515,7 +518,6 @@ impl Service {
                 ),
             });
         }
-        let client = self.client_for_cert(fed, fingerprint).await?;
         let live = match self.live_round(fed) {
             Some(lr) if lr.lock().await.key.round == round => lr,
             _ => {

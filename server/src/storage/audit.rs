@@ -14,8 +14,7 @@ use cohort_protocol::budgets::AuditAction;
 
 use crate::domain::{ClientId, FederationId, Timestamp, ValidationError};
 
-/// The largest ε budget accepted: beyond this a "budget" protects nobody and only hides typos.
-pub const MAX_EPSILON_BUDGET: f64 = 1.0e6;
+pub use crate::domain::MAX_EPSILON_BUDGET;
 
 /// The longest reason kept in the audit log, in characters.
 pub const MAX_REASON_CHARS: usize = 500;
@@ -41,15 +40,7 @@ impl BudgetOp {
     /// The budget after this operation; δ never changes.
     pub fn apply(self, current: EpsDelta) -> Result<EpsDelta, ValidationError> {
         let epsilon = match self {
-            Self::Set(e) => {
-                if !(e.is_finite() && e >= 0.0) {
-                    return Err(ValidationError::new(
-                        "set_epsilon",
-                        format!("must be a finite number >= 0, got {e}"),
-                    ));
-                }
-                e
-            }
+            Self::Set(e) => crate::domain::validate_epsilon("set_epsilon", e)?,
             Self::Raise(by) => {
                 if !(by.is_finite() && by > 0.0) {
                     return Err(ValidationError::new(
@@ -62,12 +53,7 @@ impl BudgetOp {
                 current.epsilon() + by
             }
         };
-        if epsilon > MAX_EPSILON_BUDGET {
-            return Err(ValidationError::new(
-                "epsilon",
-                format!("a budget above {MAX_EPSILON_BUDGET} protects nobody; got {epsilon}"),
-            ));
-        }
+        crate::domain::validate_epsilon("epsilon", epsilon)?;
         EpsDelta::new(epsilon, current.delta())
             .map_err(|e| ValidationError::new("epsilon", e.to_string()))
     }

@@ -2,6 +2,8 @@
 //! (ephemeral port), and reqwest clients with or without a client certificate.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod hostile;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -211,7 +213,9 @@ pub fn training_config(min_clients: u32) -> Value {
         "min_clients": min_clients,
         "deadlines": { "training_s": 60, "key_exchange_s": 60, "upload_s": 60, "unmask_s": 60 },
         "strategy": { "name": "fed_avg" },
-        "secure_aggregation": false
+        "secure_aggregation": false,
+        // These tests check exact aggregates of unclipped updates: an explicit opt-out.
+        "allow_unbounded_updates": true
     })
 }
 
