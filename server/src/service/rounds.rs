@@ -734,14 +734,15 @@ impl Service {
             let results = match acc {
                 Accumulator::Summed(s) => {
                     let mut summed = s.finish();
-                    // Client-level DP: N(0, (z·C)²) on the sum of clipped updates. The
-                    // config guarantees an update clip whenever z > 0.
-                    let z = config.central_noise_multiplier();
-                    if z > 0.0 {
-                        let clip = config.update_clip().ok_or_else(|| {
-                            ApiError::internal("central noise without an update clip")
-                        })?;
-                        super::noise::add_gaussian(&mut summed.sum, z * clip)
+                    // Client-level DP: the sum of clipped updates goes onto a lattice and
+                    // gets exact discrete Gaussian noise, the mechanism the round's ledger
+                    // entry charged (same plan, same dimension).
+                    if let Some(noise) = crate::ledger::central_noise(&config, current.len())
+                        .map_err(ApiError::internal)?
+                    {
+                        let mut sampler = noise.sampler().map_err(ApiError::internal)?;
+                        noise
+                            .apply(&mut summed.sum, &mut sampler)
                             .map_err(ApiError::internal)?;
                     }
                     FitResults::Summed(summed)
