@@ -358,9 +358,7 @@ impl Service {
                 batch_sample_rate: dp.batch_sample_rate,
             },
             update_clip: config.update_clip(),
-            proximal_mu: client_config
-                .get("proximal_mu")
-                .and_then(serde_json::Value::as_f64),
+            proximal_mu: client_config.proximal_mu,
             num_params: layout.num_params() as u64,
             upload_deadline_ms: millis(upload_deadline),
             epsilon_after_round: Epsilon::new(0.0).map_err(ApiError::internal)?,
