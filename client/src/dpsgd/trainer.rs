@@ -56,7 +56,8 @@ struct Proximal {
 /// Makes `network` private for a data set of `dataset_len` examples.
 ///
 /// Refuses batch normalisation and out-of-range settings; seeds the Poisson sampler and the
-/// Gaussian noise (ChaCha20) from the operating system. `accountant` advances once per step.
+/// Gaussian noise (the ziggurat over an AES-256-CTR keystream, `cohort_privacy::rng`) from
+/// the operating system. `accountant` advances once per step.
 pub fn make_private<N: Network>(
     network: N,
     optimizer: Optimizer,
