@@ -7,9 +7,9 @@
 //!   noise multiplier σ. The client's sample count is recorded with the entry for audit; the
 //!   bound depends on q and steps only.
 //! - **Client-level, per federation and round**, when the federation claims client-level DP:
-//!   the noise the round's sum actually carries ([`ClientLevel`]). A plain round is one
-//!   subsampled Gaussian with rate q_c (the client sampling rate) and noise multiplier z
-//!   (central noise ÷ update clip); a secure round is the aggregate Skellam mechanism of the
+//!   the noise the round's sum actually carries ([`ClientLevel`]). A plain round is one lattice
+//!   (discrete) Gaussian of multiplier ≥ z (central noise ÷ update clip), amplified by the
+//!   client sampling rate q_c; a secure round is the aggregate Skellam mechanism of the
 //!   clients' calibrated shares, unamplified (see [`client_level`]).
 //!
 //! Each account is stored as serialised accountant state ([`LedgerAccountant`]), so spend
@@ -85,9 +85,13 @@ pub trait LedgerAccountant: Sized + Clone {
     fn to_state(&self) -> Result<String, LedgerError>;
     /// Composes `steps` runs of `mechanism`; an error leaves the budget unverifiable.
     fn record(&mut self, mechanism: Mechanism, steps: u64) -> Result<(), LedgerError>;
-    /// Composes one secure round's aggregate Skellam mechanism, by its own RDP at this
-    /// accountant's orders.
-    fn record_skellam(&mut self, charge: &SkellamCharge) -> Result<(), LedgerError>;
+    /// Composes one run of a mechanism that is not a subsampled Gaussian (a secure round's
+    /// aggregate Skellam, a plain round's lattice Gaussian), by its own RDP: `rdp` maps this
+    /// accountant's orders to the mechanism's RDP at each.
+    fn record_rdp(
+        &mut self,
+        rdp: &dyn Fn(&[f64]) -> Result<Vec<f64>, LedgerError>,
+    ) -> Result<(), LedgerError>;
     /// ε at `delta` for everything recorded; `f64::INFINITY` if unbounded.
     fn epsilon(&self, delta: f64) -> Result<f64, LedgerError>;
 }
@@ -150,8 +154,18 @@ impl LedgerAccountant for UnamplifiedRdp {
         Ok(())
     }
 
-    fn record_skellam(&mut self, charge: &SkellamCharge) -> Result<(), LedgerError> {
-        for (r, step) in self.rdp.iter_mut().zip(charge.rdp(&self.orders)?) {
+    fn record_rdp(
+        &mut self,
+        rdp: &dyn Fn(&[f64]) -> Result<Vec<f64>, LedgerError>,
+    ) -> Result<(), LedgerError> {
+        let per_order = rdp(&self.orders)?;
+        if per_order.len() != self.orders.len() || per_order.iter().any(|r| r.is_nan() || *r < 0.0)
+        {
+            return Err(LedgerError::InvalidMechanism(
+                "an RDP curve must give one value ≥ 0 per order".into(),
+            ));
+        }
+        for (r, step) in self.rdp.iter_mut().zip(per_order) {
             *r += step;
         }
         Ok(())
@@ -462,4 +476,4 @@ mod rdp;
 #[cfg(test)]
 mod tests;
 
-pub use client_level::{ClientLevel, SkellamCharge};
+pub use client_level::{ClientLevel, LatticeCharge, SkellamCharge, central_noise};

@@ -221,7 +221,8 @@ pub fn open_round<A: LedgerAccountant, R: CryptoRng>(
     let mut fed_admitted = None;
     let mut client_level = None;
     if !secure {
-        client_level = ClientLevel::for_round(&fed.config, None).map_err(ScheduleError::Ledger)?;
+        client_level =
+            ClientLevel::for_round(&fed.config, dimension, None).map_err(ScheduleError::Ledger)?;
         match admit_or_stop::<A>(store, &fed, fed_account.as_ref(), client_level.as_ref())? {
             Ok(admitted) => fed_admitted = admitted,
             Err(stopped) => return Ok(stopped),
@@ -268,8 +269,8 @@ pub fn open_round<A: LedgerAccountant, R: CryptoRng>(
         // The Skellam charge depends on how many were sampled: admit it now, before anyone
         // is charged or told.
         let skellam = plan.as_ref().and_then(|p| p.client_level);
-        client_level =
-            ClientLevel::for_round(&fed.config, skellam).map_err(ScheduleError::Ledger)?;
+        client_level = ClientLevel::for_round(&fed.config, dimension, skellam)
+            .map_err(ScheduleError::Ledger)?;
         match admit_or_stop::<A>(store, &fed, fed_account.as_ref(), client_level.as_ref())? {
             Ok(admitted) => fed_admitted = admitted,
             Err(stopped) => return Ok(stopped),

@@ -39,12 +39,25 @@ pub struct PrivateTrainer<N: Network> {
     pub(super) noise: Box<dyn GaussianSource>,
     accountant: Box<dyn StepAccountant>,
     steps: usize,
+    proximal: Option<Proximal>,
+}
+
+/// FedProx's proximal term (μ/2)‖w − w_global‖²: its gradient μ(w − w_global) joins the update
+/// *after* the private gradient is formed. It depends on no record (w is already a DP output,
+/// w_global is public), so it is post-processing: it is neither clipped per sample (which
+/// would let it crowd out the data's signal inside the clip) nor noised, and costs no ε.
+#[derive(Debug)]
+struct Proximal {
+    mu: f64,
+    /// w_global, one detached copy per trainable parameter, in `trainable_parameters` order.
+    anchor: Vec<Tensor>,
 }
 
 /// Makes `network` private for a data set of `dataset_len` examples.
 ///
 /// Refuses batch normalisation and out-of-range settings; seeds the Poisson sampler and the
-/// Gaussian noise (ChaCha20) from the operating system. `accountant` advances once per step.
+/// Gaussian noise (the ziggurat over an AES-256-CTR keystream, `cohort_privacy::rng`) from
+/// the operating system. `accountant` advances once per step.
 pub fn make_private<N: Network>(
     network: N,
     optimizer: Optimizer,
@@ -86,6 +99,7 @@ pub fn make_private<N: Network>(
         noise,
         accountant,
         steps: 0,
+        proximal: None,
     })
 }
 
@@ -123,6 +137,27 @@ impl<N: Network> PrivateTrainer<N> {
     /// Whether the noise comes from a CSPRNG seeded by the operating system.
     pub fn noise_is_secure(&self) -> bool {
         self.noise.is_secure()
+    }
+
+    /// Adds FedProx's (μ/2)‖w − w_global‖² to the local objective, with w_global the
+    /// network's weights now (call it right after loading the global model). μ = 0 leaves the
+    /// objective as it is; a negative or non-finite μ is refused.
+    pub fn add_proximal_term(&mut self, mu: f64) -> Result<(), DpError> {
+        if !(mu.is_finite() && mu >= 0.0) {
+            return Err(DpError::InvalidConfig(format!(
+                "the proximal coefficient must be finite and >= 0, got {mu}"
+            )));
+        }
+        if mu == 0.0 {
+            self.proximal = None;
+            return Ok(());
+        }
+        let anchor = clip::trainable_parameters(&self.network)
+            .into_iter()
+            .map(|(_, p)| p.f_detach_copy())
+            .collect::<Result<Vec<_>, _>>()?;
+        self.proximal = Some(Proximal { mu, anchor });
+        Ok(())
     }
 
     pub(super) fn sampler_mut(&mut self) -> &mut PoissonSampler {
@@ -174,11 +209,21 @@ impl<N: Network> PrivateTrainer<N> {
     /// One DP-SGD step on a batch the caller drew by Poisson sampling (see
     /// [`PrivateTrainer::step_sampled`] to let the trainer draw it).
     pub fn step(&mut self, features: &Tensor, labels: &Tensor) -> Result<StepReport, DpError> {
-        let (grads, report) = self.private_gradient(features, labels)?;
+        let (mut grads, report) = self.private_gradient(features, labels)?;
         let params: Vec<Tensor> = clip::trainable_parameters(&self.network)
             .into_iter()
             .map(|(_, p)| p)
             .collect();
+        if let Some(proximal) = &self.proximal {
+            tch::no_grad(|| -> Result<(), DpError> {
+                for ((g, w), anchor) in grads.iter_mut().zip(&params).zip(&proximal.anchor) {
+                    // g += μ(w − w_global), in place.
+                    let pull = w.f_sub(anchor)?;
+                    let _ = g.f_add_(&pull.f_mul_scalar(proximal.mu)?)?;
+                }
+                Ok(())
+            })?;
+        }
         self.optimizer.step(&params, &grads)?;
         self.steps += 1;
         Ok(report)

@@ -152,6 +152,10 @@ pub fn train_round(
         Box::new(RdpStepAccountant::new()),
     )
     .map_err(|e| e.to_string())?;
+    // FedProx: the global weights just loaded are w_global.
+    if let Some(mu) = task.proximal_mu {
+        trainer.add_proximal_term(mu).map_err(|e| e.to_string())?;
+    }
     prepare(&mut trainer)?;
     trainer
         .train_steps(data, dp.steps_per_round(), |_| {})
@@ -207,3 +211,7 @@ impl LocalTrainer for DpSgdTrainer {
         self.last.take()
     }
 }
+
+#[cfg(test)]
+#[path = "trainer_tests.rs"]
+mod tests;

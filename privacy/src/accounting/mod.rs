@@ -44,6 +44,7 @@ mod event;
 pub mod pld;
 pub mod rdp;
 mod special;
+pub mod subsampling;
 
 pub use analytic::{gaussian_delta, gaussian_epsilon};
 pub use calibration::noise_multiplier_for;

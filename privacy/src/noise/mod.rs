@@ -19,6 +19,10 @@ The pieces, in the order a round uses them:
 - [`skellam_rdp`]: per-order Rényi-DP of the aggregate Skellam mechanism (Agarwal, Kairouz &
   Liu 2021), on any order grid, for the RDP accountant to compose.
 
+Where one party adds all the noise (the server's central noise on a plain round's sum),
+[`lattice::LatticeGaussian`] rounds the value to a lattice and adds exact discrete Gaussian
+noise ([`discrete_gaussian`]), so no floating-point sampler touches it.
+
 ```
 use cohort_privacy::noise::{calibration, quantisation, skellam_rdp, SkellamSampler};
 
@@ -38,11 +42,15 @@ assert!(rdp[0] > 0.0);
 */
 
 pub mod calibration;
+pub mod discrete_gaussian;
 pub mod gaussian;
+pub mod lattice;
 pub mod quantisation;
 pub mod skellam;
 pub mod skellam_rdp;
 
+pub use discrete_gaussian::DiscreteGaussianSampler;
+pub use lattice::LatticeGaussian;
 pub use skellam::SkellamSampler;
 
 /// Why a noise computation refused to run.

@@ -1,7 +1,12 @@
 //! What one round charges the federation's client-level account: the noise its sum carries.
 //!
-//! - A **plain** round's server adds N(0, (z·C)²) to the sum of clipped updates of clients it
-//!   Poisson-sampled at rate q_c: one subsampled Gaussian step ([`ClientLevel::Gaussian`]).
+//! - A **plain** round's server puts the sum of clipped updates of clients it Poisson-sampled
+//!   at rate q_c on a lattice and adds exact discrete Gaussian noise of σ ≥ z·Δ there
+//!   ([`central_noise`], `cohort_privacy::noise::LatticeGaussian`), so no floating-point sampler
+//!   touches the sum. The ledger charges that mechanism ([`ClientLevel::Lattice`]): the discrete
+//!   Gaussian's RDP at the rounded sensitivity Δ, amplified by Poisson sampling with the
+//!   mechanism-agnostic bound of Zhu & Wang (the sampled-Gaussian formula is proved for the
+//!   continuous Gaussian only).
 //! - A **secure** round's sum carries the clients' Skellam shares instead, calibrated so that
 //!   the `n_min` survivors' noise has variance ≥ (z·Δ₂)² in quantisation steps. The ledger
 //!   charges exactly that mechanism ([`ClientLevel::Skellam`]): Agarwal, Kairouz & Liu's RDP of
@@ -14,10 +19,59 @@
 //! sampling hides nothing; the subsampled-Gaussian formula would not apply to Skellam anyway.
 //! Composing at q = 1 is pessimistic and valid (see the `skellam_rdp` module).
 
-use cohort_privacy::noise::skellam_rdp;
+use cohort_privacy::noise::{LatticeGaussian, skellam_rdp};
 
-use super::{LedgerError, Mechanism};
+use super::LedgerError;
 use crate::domain::TrainingConfig;
+
+/// The central noise a plain round of `config` adds to the sum of a `dimension`-parameter
+/// model's updates; `None` when the federation asks for none (z = 0). The round's commit and
+/// its ledger charge both call this, so what is charged is what is added.
+pub fn central_noise(
+    config: &TrainingConfig,
+    dimension: usize,
+) -> Result<Option<LatticeGaussian>, LedgerError> {
+    let z = config.central_noise_multiplier();
+    if z == 0.0 {
+        return Ok(None);
+    }
+    let clip = config.update_clip().ok_or_else(|| {
+        LedgerError::InvalidMechanism("central noise needs an update clip".into())
+    })?;
+    LatticeGaussian::plan(clip, z, dimension)
+        .map(Some)
+        .map_err(|e| LedgerError::InvalidMechanism(e.to_string()))
+}
+
+/// A plain round's central noise as the ledger charges it: the planned lattice mechanism and
+/// the client sampling rate that amplifies it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LatticeCharge {
+    plan: LatticeGaussian,
+    sample_rate: f64,
+}
+
+impl LatticeCharge {
+    /// The mechanism `plan` run on a sum of clients sampled at `sample_rate` (in (0, 1]).
+    pub fn new(plan: LatticeGaussian, sample_rate: f64) -> Result<Self, LedgerError> {
+        if !(sample_rate.is_finite() && sample_rate > 0.0 && sample_rate <= 1.0) {
+            return Err(LedgerError::InvalidMechanism(format!(
+                "sample rate must be in (0, 1], got {sample_rate}"
+            )));
+        }
+        Ok(Self { plan, sample_rate })
+    }
+
+    /// The planned mechanism.
+    pub fn plan(&self) -> &LatticeGaussian {
+        &self.plan
+    }
+
+    /// The mechanism's RDP at each of `orders`.
+    pub fn rdp(&self, orders: &[f64]) -> Vec<f64> {
+        self.plan.rdp(self.sample_rate, orders)
+    }
+}
 
 /// One secure round's aggregate Skellam mechanism as the ledger charges it.
 ///
@@ -88,19 +142,21 @@ impl SkellamCharge {
 /// The client-level mechanism of one round.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ClientLevel {
-    /// Central Gaussian noise on a plain round's sum, amplified by Poisson client sampling.
-    Gaussian(Mechanism),
+    /// Central lattice Gaussian noise on a plain round's sum, amplified by Poisson client
+    /// sampling.
+    Lattice(LatticeCharge),
     /// The clients' Skellam shares in a secure round's sum, unamplified.
     Skellam(SkellamCharge),
 }
 
 impl ClientLevel {
-    /// The charge of one round of `config`; `None` when the federation claims no client-level
-    /// DP. A secure federation must pass its round's `skellam` charge (it depends on how many
+    /// The charge of one round of `config` on a `dimension`-parameter model; `None` when the
+    /// federation claims no client-level DP. A secure federation must pass its round's `skellam` charge (it depends on how many
     /// clients were sampled and on the quantiser): charging the configured Gaussian instead
     /// would miss the gap between the two, so its absence is an error, not a fallback.
     pub fn for_round(
         config: &TrainingConfig,
+        dimension: usize,
         skellam: Option<SkellamCharge>,
     ) -> Result<Option<Self>, LedgerError> {
         if config.federation_budget().is_none() {
@@ -114,25 +170,27 @@ impl ClientLevel {
                 )),
             };
         }
-        Mechanism::new(
-            config.client_sampling_rate(),
-            config.central_noise_multiplier(),
-        )
-        .map(|m| Some(Self::Gaussian(m)))
+        let plan = central_noise(config, dimension)?.ok_or_else(|| {
+            LedgerError::InvalidMechanism(
+                "a client-level budget without central noise cannot be charged".into(),
+            )
+        })?;
+        LatticeCharge::new(plan, config.client_sampling_rate()).map(|c| Some(Self::Lattice(c)))
     }
 
     /// The sampling rate written in the ledger entry: q_c, or 1 for the unamplified Skellam.
     pub fn entry_sample_rate(&self) -> f64 {
         match self {
-            Self::Gaussian(m) => m.sample_rate(),
+            Self::Lattice(c) => c.sample_rate,
             Self::Skellam(_) => 1.0,
         }
     }
 
-    /// The noise multiplier written in the ledger entry.
+    /// The noise multiplier written in the ledger entry (σ/Δ for the lattice, √V/Δ₂ for
+    /// Skellam: at least the configured z).
     pub fn entry_noise_multiplier(&self) -> f64 {
         match self {
-            Self::Gaussian(m) => m.noise_multiplier(),
+            Self::Lattice(c) => c.plan.noise_multiplier(),
             Self::Skellam(s) => s.noise_multiplier(),
         }
     }
@@ -143,8 +201,8 @@ impl ClientLevel {
         accountant: &mut A,
     ) -> Result<(), LedgerError> {
         match self {
-            Self::Gaussian(m) => accountant.record(*m, 1),
-            Self::Skellam(s) => accountant.record_skellam(s),
+            Self::Lattice(c) => accountant.record_rdp(&|orders| Ok(c.rdp(orders))),
+            Self::Skellam(s) => accountant.record_rdp(&|orders| s.rdp(orders)),
         }
     }
 }

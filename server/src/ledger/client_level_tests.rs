@@ -2,6 +2,7 @@
 
 use cohort_privacy::accounting::conversion::epsilon_from_rdp;
 use cohort_privacy::accounting::{Accountant, RdpAccountant, SubsampledGaussian};
+use cohort_privacy::noise::LatticeGaussian;
 use cohort_privacy::noise::skellam_rdp::{dp_accounting_orders, skellam_rdp};
 use proptest::prelude::*;
 use rand::SeedableRng;
@@ -74,7 +75,7 @@ fn a_skellam_round_is_charged_its_own_rdp_in_the_shared_state() {
     }
     // The closed-form cross-check accountant charges the same mechanism, never less.
     let mut unamplified = UnamplifiedRdp::fresh();
-    unamplified.record_skellam(&charge).unwrap();
+    unamplified.record_rdp(&|o| charge.rdp(o)).unwrap();
     assert!(unamplified.epsilon(DELTA).unwrap() >= eps);
 }
 
@@ -96,13 +97,61 @@ fn a_secure_federation_cannot_be_charged_without_its_noise_plan() {
         weighting: Weighting::Uniform,
     };
     let secure = crate::domain::TrainingConfig::new(s.clone()).unwrap();
-    assert!(ClientLevel::for_round(&secure, None).is_err());
+    assert!(ClientLevel::for_round(&secure, DIM, None).is_err());
     s.secure_aggregation = false;
     let plain = crate::domain::TrainingConfig::new(s).unwrap();
+    let lattice = LatticeGaussian::plan(1.0, 1.0, DIM).unwrap();
     assert_eq!(
-        ClientLevel::for_round(&plain, None).unwrap(),
-        Some(ClientLevel::Gaussian(Mechanism::new(1.0, 1.0).unwrap()))
+        ClientLevel::for_round(&plain, DIM, None).unwrap(),
+        Some(ClientLevel::Lattice(
+            LatticeCharge::new(lattice, 1.0).unwrap()
+        ))
     );
+}
+
+#[test]
+fn a_plain_round_is_charged_the_lattice_gaussian_it_adds() {
+    let mut s = spec();
+    s.secure_aggregation = false;
+    s.update_clip = Some(0.5);
+    s.central_noise_multiplier = 1.3;
+    s.client_sampling_rate = 0.2;
+    s.federation_budget = Some(EpsDelta::new(10.0, DELTA).unwrap());
+    s.strategy = StrategyConfig::FedAvg {
+        weighting: Weighting::Uniform,
+    };
+    let config = crate::domain::TrainingConfig::new(s.clone()).unwrap();
+    // The noise the commit adds is the plan the charge is built from.
+    let noise = central_noise(&config, DIM).unwrap().unwrap();
+    assert_eq!(noise, LatticeGaussian::plan(0.5, 1.3, DIM).unwrap());
+    let level = ClientLevel::for_round(&config, DIM, None).unwrap().unwrap();
+    assert_eq!(level.entry_sample_rate(), 0.2);
+    assert_eq!(level.entry_noise_multiplier(), noise.noise_multiplier());
+    assert!(level.entry_noise_multiplier() >= 1.3);
+    // Two rounds compose the mechanism's own (Zhu–Wang amplified) RDP, order by order.
+    let mut acc = Acc::fresh();
+    level.record(&mut acc).unwrap();
+    level.record(&mut acc).unwrap();
+    let one = noise.rdp(0.2, acc.orders());
+    for (got, r) in acc.rdp().iter().zip(&one) {
+        assert!((got - 2.0 * r).abs() <= 1e-12 * got.max(1e-300));
+    }
+    // Never less than the continuous sampled Gaussian of the same multiplier would charge.
+    let mut gaussian = RdpAccountant::new();
+    gaussian.step(
+        SubsampledGaussian::new(0.2, noise.noise_multiplier()).unwrap(),
+        2,
+    );
+    assert!(
+        LedgerAccountant::epsilon(&acc, DELTA).unwrap()
+            >= Accountant::epsilon(&gaussian, DELTA).unwrap()
+    );
+    // No central noise, no plan; a budget without noise cannot be charged.
+    s.central_noise_multiplier = 0.0;
+    s.federation_budget = None;
+    let quiet = crate::domain::TrainingConfig::new(s).unwrap();
+    assert_eq!(central_noise(&quiet, DIM).unwrap(), None);
+    assert_eq!(ClientLevel::for_round(&quiet, DIM, None).unwrap(), None);
 }
 
 proptest! {

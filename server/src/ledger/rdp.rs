@@ -2,7 +2,7 @@
 
 use cohort_privacy::accounting::{Accountant, RdpAccountant, SubsampledGaussian};
 
-use super::{LedgerAccountant, LedgerError, Mechanism, SkellamCharge};
+use super::{LedgerAccountant, LedgerError, Mechanism};
 
 impl LedgerAccountant for RdpAccountant {
     fn fresh() -> Self {
@@ -25,8 +25,11 @@ impl LedgerAccountant for RdpAccountant {
         Ok(())
     }
 
-    fn record_skellam(&mut self, charge: &SkellamCharge) -> Result<(), LedgerError> {
-        let per_round = charge.rdp(self.orders())?;
+    fn record_rdp(
+        &mut self,
+        rdp: &dyn Fn(&[f64]) -> Result<Vec<f64>, LedgerError>,
+    ) -> Result<(), LedgerError> {
+        let per_round = rdp(self.orders())?;
         self.step_rdp(&per_round, 1)
             .map_err(|e| LedgerError::InvalidMechanism(e.to_string()))
     }

@@ -272,10 +272,16 @@ fn a_federation_stops_at_its_client_level_budget() {
     s.strategy = StrategyConfig::FedAvg {
         weighting: Weighting::Uniform,
     };
-    let z = Mechanism::new(1.0, 2.0).unwrap();
+    // What each round charges: the lattice Gaussian the commit adds (q_c = 1 here).
+    let plan = cohort_privacy::noise::LatticeGaussian::plan(1.0, 2.0, DIM).unwrap();
+    let round_charge = ClientLevel::Lattice(LatticeCharge::new(plan, 1.0).unwrap());
     let after = |k: u64| {
         Acc::fresh()
-            .tap(|a| a.record(z, k).unwrap())
+            .tap(|a| {
+                for _ in 0..k {
+                    round_charge.record(a).unwrap();
+                }
+            })
             .epsilon(1e-5)
             .unwrap()
     };

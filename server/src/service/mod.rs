@@ -3,7 +3,6 @@
 
 mod bounded;
 pub mod budgets;
-mod noise;
 pub mod released;
 mod rounds;
 pub mod secagg;

@@ -358,9 +358,7 @@ impl Service {
                 batch_sample_rate: dp.batch_sample_rate,
             },
             update_clip: config.update_clip(),
-            proximal_mu: client_config
-                .get("proximal_mu")
-                .and_then(serde_json::Value::as_f64),
+            proximal_mu: client_config.proximal_mu,
             num_params: layout.num_params() as u64,
             upload_deadline_ms: millis(upload_deadline),
             epsilon_after_round: Epsilon::new(0.0).map_err(ApiError::internal)?,
@@ -736,14 +734,15 @@ impl Service {
             let results = match acc {
                 Accumulator::Summed(s) => {
                     let mut summed = s.finish();
-                    // Client-level DP: N(0, (z·C)²) on the sum of clipped updates. The
-                    // config guarantees an update clip whenever z > 0.
-                    let z = config.central_noise_multiplier();
-                    if z > 0.0 {
-                        let clip = config.update_clip().ok_or_else(|| {
-                            ApiError::internal("central noise without an update clip")
-                        })?;
-                        super::noise::add_gaussian(&mut summed.sum, z * clip)
+                    // Client-level DP: the sum of clipped updates goes onto a lattice and
+                    // gets exact discrete Gaussian noise, the mechanism the round's ledger
+                    // entry charged (same plan, same dimension).
+                    if let Some(noise) = crate::ledger::central_noise(&config, current.len())
+                        .map_err(ApiError::internal)?
+                    {
+                        let mut sampler = noise.sampler().map_err(ApiError::internal)?;
+                        noise
+                            .apply(&mut summed.sum, &mut sampler)
                             .map_err(ApiError::internal)?;
                     }
                     FitResults::Summed(summed)

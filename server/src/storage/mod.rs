@@ -1,8 +1,10 @@
 //! Durable state: federations, clients, rounds, model versions and the privacy ledger.
 //!
 //! [`Storage`] is the seam: the server talks to `Arc<dyn Storage>`, and [`SqliteStorage`] is
-//! the embedded default (a Postgres implementation can be added for several replicas without
-//! touching callers). Model weights and strategy state are content-addressed blobs: files in the
+//! the only implementation. The trait keeps SQL out of the callers, but it is not yet a
+//! database-neutral contract: its transactions, the one-round-in-flight rule and the append-only
+//! ledger are SQLite triggers and constraints that another backend would have to reproduce, and
+//! the server runs as one process over one data dir. Model weights and strategy state are content-addressed blobs: files in the
 //! data dir, referenced by SHA-256 from the database.
 //!
 //! # Blocking

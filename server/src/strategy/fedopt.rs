@@ -1,8 +1,6 @@
 //! FedAvg and the server-optimiser family built on it (FedAvgM, FedAdam, FedYogi,
 //! FedAdagrad), plus FedProx, whose difference lives on the client.
 
-use serde_json::json;
-
 use super::math::{
     adagrad_second_moment, adam_second_moment, adaptive_direction, first_moment_update,
     momentum_update, yogi_second_moment,
@@ -72,9 +70,9 @@ impl Strategy for FedProx {
         self.inner.weighting
     }
     fn configure_fit(&self, _round: RoundNumber) -> ClientConfig {
-        let mut config = ClientConfig::new();
-        config.insert("proximal_mu".to_owned(), json!(self.proximal_mu));
-        config
+        ClientConfig {
+            proximal_mu: Some(self.proximal_mu),
+        }
     }
     fn aggregate_fit(
         &mut self,

@@ -29,9 +29,20 @@ use crate::domain::{ClientId, RoundNumber, StrategyConfig, ValidationError, Weig
 pub use fedopt::{FedAdagrad, FedAdam, FedAvg, FedAvgM, FedProx, FedYogi};
 pub use robust::{CoordinateMedian, TrimmedMean};
 
-/// Configuration sent to each participant with its task (for example FedProx's
-/// `proximal_mu`). JSON so new keys do not need a protocol change.
-pub type ClientConfig = serde_json::Map<String, serde_json::Value>;
+/// What a strategy asks of each participant's local training, copied into its task.
+/// Typed: each field is a `Task` field, so a strategy cannot send a key no client reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ClientConfig {
+    /// FedProx's μ: the participant adds (μ/2)‖w − w_global‖² to its local objective.
+    pub proximal_mu: Option<f64>,
+}
+
+impl ClientConfig {
+    /// Nothing asked beyond the federation's training config.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
 
 /// What form a strategy needs the round's updates in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

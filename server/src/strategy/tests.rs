@@ -170,10 +170,7 @@ fn restored_state_continues_identically() {
 #[test]
 fn fedprox_sends_mu_and_averages() {
     let mut p = FedProx::new(Weighting::SampleCount, 0.01);
-    assert_eq!(
-        p.configure_fit(round(1)).get("proximal_mu"),
-        Some(&serde_json::json!(0.01))
-    );
+    assert_eq!(p.configure_fit(round(1)).proximal_mu, Some(0.01));
     let w = p
         .aggregate_fit(
             round(1),
