@@ -145,7 +145,14 @@ impl LatticeGaussian {
         }
         if let Some(index) = values
             .iter()
-            .position(|x| !((x / self.granularity).round().abs() < MAX_LATTICE_COORDINATE))
+            // NaN compares as neither, so it is refused with the out-of-range values.
+            .position(|x| {
+                (x / self.granularity)
+                    .round()
+                    .abs()
+                    .partial_cmp(&MAX_LATTICE_COORDINATE)
+                    != Some(std::cmp::Ordering::Less)
+            })
         {
             return Err(NoiseError::Overflow { index });
         }
