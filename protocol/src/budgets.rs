@@ -6,6 +6,7 @@
 //! disagree about a number.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use cohort_privacy::EpsDelta;
 
@@ -13,7 +14,7 @@ use crate::messages::BudgetView;
 use crate::{ClientId, Epsilon, FederationId};
 
 /// Whether a client can still be sampled, as far as its budget and enrolment go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum BudgetStatus {
@@ -41,7 +42,7 @@ impl BudgetStatus {
 }
 
 /// A client's record-level ε after one round it was charged for (one ledger entry).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct EpsilonPoint {
     /// The round.
     pub round: u64,
@@ -56,7 +57,7 @@ pub struct EpsilonPoint {
 ///
 /// Only ε changes: δ stays as enrolled, because a larger δ would lower the ε reported for
 /// rounds already spent, which would amount to erasing spend.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetChangeRequest {
     /// The new ε budget. Lower than what is spent is allowed: the client becomes exhausted.
@@ -65,21 +66,29 @@ pub struct BudgetChangeRequest {
     /// Add this much (> 0) to the current ε budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raise_epsilon_by: Option<Epsilon>,
-    /// Why (kept in the audit log; 1 to 500 characters).
+    /// Why (kept in the audit log; 1 to 500 characters, no control characters).
+    #[schema(
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$",
+        max_length = 500
+    )]
     pub reason: String,
 }
 
 /// `POST /v1/federations/{fed}/clients/{client}/revoke` (admin): an optional body.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeRequest {
-    /// Why (kept in the audit log).
+    /// Why (kept in the audit log; at most 500 characters, no control characters).
     #[serde(default)]
+    #[schema(
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$",
+        max_length = 500
+    )]
     pub reason: Option<String>,
 }
 
 /// What an audited operation did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum AuditAction {
@@ -103,7 +112,7 @@ impl AuditAction {
 }
 
 /// One line of the append-only audit log of budget operations.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AuditEntry {
     /// Increasing id (the log's order).
     pub id: u64,
@@ -118,8 +127,10 @@ pub struct AuditEntry {
     /// Unix milliseconds.
     pub at_ms: u64,
     /// The budget before.
+    #[schema(value_type = crate::schema::EpsDeltaSchema)]
     pub old_budget: EpsDelta,
     /// The budget after (equal to `old_budget` for a revocation).
+    #[schema(value_type = crate::schema::EpsDeltaSchema)]
     pub new_budget: EpsDelta,
     /// ε the client had spent at that moment (unchanged by any operation).
     pub spent_epsilon: f64,
@@ -128,7 +139,7 @@ pub struct AuditEntry {
 }
 
 /// The answer to a [`BudgetChangeRequest`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct BudgetChanged {
     /// The client's row after the change.
     pub client: BudgetView,
@@ -137,7 +148,7 @@ pub struct BudgetChanged {
 }
 
 /// `GET /v1/me/budget` (client certificate): the caller's own row and nothing else.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct MyBudget {
     /// The federation the certificate is enrolled in.
     pub federation: FederationId,

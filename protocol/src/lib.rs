@@ -26,6 +26,7 @@ pub mod frame;
 pub mod ids;
 pub mod messages;
 pub mod problem;
+pub mod schema;
 pub mod secagg;
 
 pub use epsilon::Epsilon;

@@ -9,13 +9,14 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use cohort_privacy::EpsDelta;
 
 use crate::{ClientId, Epsilon, FederationId, RoundId};
 
 /// The DP-SGD settings a client trains with, as its task carries them.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DpSgdConfig {
     /// Noise multiplier σ (noise std = σ·C).
     pub noise_multiplier: f64,
@@ -47,18 +48,19 @@ impl DpSgdConfig {
 }
 
 /// `POST /v1/federations/{fed}/clients` (admin): register a client and get its one-time token.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateClient {
     /// The client's name (becomes its certificate's common name).
     pub name: ClientId,
     /// A record-level budget for this client instead of the federation's default.
     #[serde(default)]
+    #[schema(value_type = Option<crate::schema::BudgetSchema>)]
     pub budget: Option<EpsDelta>,
 }
 
 /// The answer to [`CreateClient`]: hand the token to the hospital out of band.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ClientCreated {
     /// The client's name.
     pub name: ClientId,
@@ -68,7 +70,7 @@ pub struct ClientCreated {
 }
 
 /// `POST /v1/federations/{fed}/enrol`: exchange a one-time token and a CSR for a certificate.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnrolRequest {
     /// The one-time token from [`ClientCreated`] (it names the client).
@@ -82,7 +84,7 @@ pub struct EnrolRequest {
 }
 
 /// The answer to [`EnrolRequest`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct EnrolResponse {
     /// The client's name, from its token.
     pub name: ClientId,
@@ -93,7 +95,7 @@ pub struct EnrolResponse {
 }
 
 /// The enrolment state of a client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ClientState {
@@ -106,7 +108,7 @@ pub enum ClientState {
 }
 
 /// A client as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ClientView {
     /// Name.
     pub name: ClientId,
@@ -117,7 +119,7 @@ pub struct ClientView {
 }
 
 /// The state of a round.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum RoundState {
@@ -130,7 +132,7 @@ pub enum RoundState {
 }
 
 /// A round as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RoundView {
     /// Round number.
     pub id: RoundId,
@@ -157,7 +159,7 @@ pub struct RoundView {
 }
 
 /// What a client trains in its task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Task {
     /// The federation.
     pub federation: FederationId,
@@ -188,7 +190,7 @@ pub struct Task {
 }
 
 /// `GET /v1/federations/{fed}/task`: either a task or "come back later".
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum TaskPoll {
@@ -209,7 +211,7 @@ pub enum TaskPoll {
 }
 
 /// The answer to an accepted upload.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct UploadReceipt {
     /// The round the update was added to.
     pub round: RoundId,
@@ -218,34 +220,40 @@ pub struct UploadReceipt {
 }
 
 /// One statistic a client released with differential privacy (noised on the client).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ReleasedMetric {
     /// Its name (`[a-z0-9_]`, at most 32 characters).
+    #[schema(pattern = r"^[a-z0-9_]{1,32}$")]
     pub name: String,
     /// The noised value.
     pub value: f64,
     /// Standard deviation of the noise that was added.
+    #[schema(minimum = 0)]
     pub noise_std: f64,
 }
 
 /// A participant's DP-released training metrics for one round, sent after their (ε, δ) was
 /// charged to its local ledger.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct MetricsUpload {
-    /// The released statistics.
+    /// The released statistics (1 to 16, each name once).
+    #[schema(min_items = 1, max_items = 16)]
     pub values: Vec<ReleasedMetric>,
     /// What the release cost the client (record-level, at its own ledger).
+    #[schema(value_type = crate::schema::EpsDeltaSchema)]
     pub charged: EpsDelta,
 }
 
 /// A client's privacy spend within one federation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct BudgetView {
     /// The client.
     pub client: ClientId,
     /// Its record-level budget.
+    #[schema(value_type = crate::schema::EpsDeltaSchema)]
     pub budget: EpsDelta,
     /// What the ledger has charged it so far (rounds it was sampled into, aborted ones too).
+    #[schema(value_type = crate::schema::EpsDeltaSchema)]
     pub spent: EpsDelta,
     /// Rounds charged.
     pub rounds: u32,
@@ -264,11 +272,13 @@ pub struct BudgetView {
 }
 
 /// `GET /v1/federations/{fed}/budgets`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct BudgetsView {
     /// The federation's client-level budget, when it claims client-level DP.
+    #[schema(value_type = Option<crate::schema::EpsDeltaSchema>)]
     pub federation_budget: Option<EpsDelta>,
     /// Its client-level spend.
+    #[schema(value_type = crate::schema::EpsDeltaSchema)]
     pub federation_spent: EpsDelta,
     /// Each client's record-level spend.
     pub clients: Vec<BudgetView>,

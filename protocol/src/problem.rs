@@ -1,6 +1,7 @@
 //! RFC 9457 problem documents: the one shape every error response has.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// The media type of a problem document.
 pub const CONTENT_TYPE: &str = "application/problem+json";
@@ -10,7 +11,7 @@ pub const CONTENT_TYPE: &str = "application/problem+json";
 /// `type` is a URN (`urn:cohort:problem:<slug>`) that clients may branch on; `title` is fixed per
 /// type; `detail` says what was wrong with this request and how to fix it. Internals (paths,
 /// SQL, stack traces) never appear here.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Problem {
     /// A URN naming the kind of problem.
     #[serde(rename = "type")]

@@ -19,6 +19,7 @@ use cohort_privacy::secagg::{
     RoutedShares, UnmaskRequest, UnmaskResponse,
 };
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// A wire message that does not decode into a protocol message (bad base64, wrong key size).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +54,7 @@ fn key32(field: &str, s: &str) -> Result<[u8; 32], WireError> {
 }
 
 /// The quantiser every participant of a round uses, fixed by the server.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct QuantizerSpec {
     /// Most clients whose inputs are summed (fixes the ring width).
     pub clients: u32,
@@ -78,7 +79,7 @@ impl QuantizerSpec {
 }
 
 /// How one participant takes part in a round's secure aggregation (part of its task).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SecAggTask {
     /// This client's SecAgg id in the round (its Shamir point is `id + 1`).
     pub client_index: u32,
@@ -116,12 +117,14 @@ impl SecAggTask {
 }
 
 /// `POST .../secagg/keys`: the client's two public keys.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PublicKeys {
     /// X25519 key for encrypting shares to this client (base64, 32 bytes).
+    #[schema(pattern = r"^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$")]
     pub cipher_pk: String,
     /// X25519 key for agreeing pairwise mask seeds (base64, 32 bytes).
+    #[schema(pattern = r"^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$")]
     pub mask_pk: String,
 }
 
@@ -145,7 +148,7 @@ impl PublicKeys {
 }
 
 /// One entry of the key directory.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct DirectoryEntry {
     /// The client's SecAgg id.
     pub client: ClientId,
@@ -156,7 +159,7 @@ pub struct DirectoryEntry {
 }
 
 /// `GET .../secagg/keys` once stage 1 closed: every key advertised in time.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Directory {
     /// The round.
     pub round: u64,
@@ -202,17 +205,20 @@ impl Directory {
 }
 
 /// One encrypted share pair addressed to a neighbour.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutgoingShare {
     /// The recipient's SecAgg id.
     pub to: ClientId,
     /// ChaCha20-Poly1305 ciphertext (base64).
+    #[schema(
+        pattern = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}[AQgw]==|[A-Za-z0-9+/]{3}[AEIMQUYcgkosw048]=)?$"
+    )]
     pub ciphertext: String,
 }
 
 /// `POST .../secagg/shares`: one ciphertext per neighbour.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SharesUpload {
     /// The ciphertexts.
@@ -252,7 +258,7 @@ impl SharesUpload {
 }
 
 /// One ciphertext routed to its recipient.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct IncomingShare {
     /// The sender's SecAgg id.
     pub from: ClientId,
@@ -261,7 +267,7 @@ pub struct IncomingShare {
 }
 
 /// `GET .../secagg/shares` once stage 2 closed: the ciphertexts addressed to the caller.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Routed {
     /// The ciphertexts.
     pub shares: Vec<IncomingShare>,
@@ -300,7 +306,7 @@ impl Routed {
 }
 
 /// `GET .../secagg/unmask` once stage 3 closed: whose masks to remove.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct UnmaskList {
     /// Clients whose masked input was summed.
     pub survivors: Vec<ClientId>,
@@ -327,7 +333,7 @@ impl UnmaskList {
 }
 
 /// One Shamir share of a neighbour's secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShareValue {
     /// Whose secret this is a share of.
@@ -335,11 +341,15 @@ pub struct ShareValue {
     /// The evaluation point (holder id + 1).
     pub x: u64,
     /// The polynomial's values, one per limb.
+    // The schema spells LIMBS out (attributes take literals); the assertion below keeps it true.
+    #[schema(value_type = Vec<u64>, min_items = 5, max_items = 5)]
     pub y: [u64; LIMBS],
 }
 
+const _: () = assert!(LIMBS == 5, "update ShareValue::y's schema");
+
 /// `POST .../secagg/unmask`: the shares the server asked for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UnmaskShares {
     /// Shares of survivors' self-mask seeds.
@@ -386,7 +396,7 @@ impl UnmaskShares {
 }
 
 /// The answer to a stage poll.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum StagePoll<T> {
@@ -409,7 +419,7 @@ pub enum StagePoll<T> {
 
 /// The answer to an accepted SecAgg upload. Re-sending the identical message gets the same
 /// receipt (safe retries); a different message for the same stage gets 409.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct StageReceipt {
     /// The round.
     pub round: u64,

@@ -75,6 +75,8 @@ async fn a_declared_2gb_body_gets_413_at_once_and_a_streamed_one_is_cut_at_the_l
     let took = started.elapsed();
     let p = assert_problem(&answer, 413);
     assert_eq!(p["type"], "urn:cohort:problem:payload-too-large");
+    // Reported in docs/benchmarks.md ("hostile clients").
+    eprintln!("a declared 2 GB body got its 413 after {took:?}");
     assert!(took < Duration::from_secs(1), "413 after {took:?}");
 
     // An admin's JSON route: the same, after authentication.

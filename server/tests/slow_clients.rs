@@ -35,7 +35,7 @@ const ADDRESSES_PER_KIND: usize = 10;
 /// The server's resident memory must stay below this (debug build, default limits). An idle
 /// server holds ~13 MiB; at most 256 unauthenticated connections of ~50 KiB each (TLS and
 /// HTTP state, a trickled body's 60 kB reservation) add ~13 MiB, and the slots are idle here.
-/// Measured: 25 MiB at the peak (docs/benchmarks.md, "Hostile clients").
+/// Measured: 25–27 MiB at the peak (docs/benchmarks.md, "Hostile clients").
 const RSS_BOUND_MIB: f64 = 64.0;
 /// An answer to the admin or the enrolled client must come within this.
 const ANSWER_WITHIN: Duration = Duration::from_secs(1);

@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use cohort_privacy::EpsDelta;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::ValidationError;
 
 /// DP-SGD settings every client trains with (record-level privacy).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DpSgdConfig {
     /// σ: Gaussian noise standard deviation as a multiple of `clip_norm`. Must be > 0.
     pub noise_multiplier: f64,
@@ -47,7 +48,7 @@ impl DpSgdConfig {
 }
 
 /// Deadlines per round stage, in seconds. Late work is refused, never used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct StageDeadlines {
     /// From round open until updates (or SecAgg key advertisements) are due.
     pub training_s: u64,
@@ -107,7 +108,7 @@ impl StageDeadlines {
 }
 
 /// How FedAvg-family strategies weight each client's update.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Weighting {
     /// Weight by the client's reported sample count (classic FedAvg).
@@ -147,7 +148,7 @@ fn default_yogi_tau() -> f64 {
 ///
 /// Server learning rates and optimiser constants follow Flower's defaults (FedOpt,
 /// Reddi et al. 2021) where the field is omitted.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "name", rename_all = "snake_case", deny_unknown_fields)]
 pub enum StrategyConfig {
     /// Federated averaging: w ← w + mean Δ.
@@ -323,7 +324,7 @@ fn default_true() -> bool {
 }
 
 /// The unvalidated training configuration, as an admin submits it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrainingConfigSpec {
     /// Record-level DP-SGD settings.
@@ -336,9 +337,11 @@ pub struct TrainingConfigSpec {
     #[serde(default)]
     pub central_noise_multiplier: f64,
     /// Each client's record-level budget unless a client has its own.
+    #[schema(value_type = cohort_protocol::schema::BudgetSchema)]
     pub client_budget: EpsDelta,
     /// The federation's client-level budget; required exactly when central noise is on.
     #[serde(default)]
+    #[schema(value_type = Option<cohort_protocol::schema::BudgetSchema>)]
     pub federation_budget: Option<EpsDelta>,
     /// q_c: the Poisson rate at which eligible clients are sampled each round, in (0, 1].
     pub client_sampling_rate: f64,

@@ -9,6 +9,7 @@ use cohort_protocol::messages::{
     TaskPoll, UploadReceipt,
 };
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::error::ApiError;
@@ -21,15 +22,45 @@ use crate::service::CreateFederation;
 type ApiResult<T> = Result<ApiJson<T>, ApiError>;
 
 /// A federation as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct FederationView {
+    /// Its name.
+    #[schema(value_type = cohort_protocol::FederationId)]
     name: FederationId,
+    /// `active`, or `stopped` (see `stopped_reason`).
+    #[schema(value_type = FederationStateName)]
     state: &'static str,
+    /// Why it stopped.
     stopped_reason: Option<String>,
+    /// The architecture as clients understand it.
     model_spec: serde_json::Value,
+    /// Training, privacy and aggregation settings.
+    #[schema(value_type = crate::domain::TrainingConfigSpec)]
     config: crate::domain::TrainingConfig,
+    /// SHA-256 of the initial weights (hex).
     initial_weights_sha256: String,
+    /// Unix milliseconds it was created.
     created_at_ms: i64,
+}
+
+/// The names [`FederationView::state`] takes.
+#[derive(Debug, ToSchema)]
+#[schema(as = FederationState, rename_all = "snake_case")]
+#[allow(dead_code, reason = "only its schema is used: the view sends the name")]
+pub enum FederationStateName {
+    /// Taking rounds.
+    Active,
+    /// Stopped for good.
+    Stopped,
+}
+
+/// `GET /healthz`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    status: &'static str,
+    /// The server's version.
+    version: &'static str,
 }
 
 impl From<Federation> for FederationView {
@@ -51,8 +82,11 @@ impl From<Federation> for FederationView {
 }
 
 /// `GET /healthz`: the process is up and serving.
-pub async fn healthz() -> ApiJson<serde_json::Value> {
-    ApiJson(serde_json::json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+pub async fn healthz() -> ApiJson<Health> {
+    ApiJson(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+    })
 }
 
 /// `GET /metrics`: Prometheus text format (viewer).
@@ -65,8 +99,10 @@ pub async fn metrics(State(s): State<AppState>, _: Viewer) -> Response {
 }
 
 /// `GET /openapi.json`.
-pub async fn openapi() -> ApiJson<serde_json::Value> {
-    ApiJson(super::openapi::document())
+pub async fn openapi() -> ApiResult<serde_json::Value> {
+    Ok(ApiJson(
+        super::openapi::document().map_err(ApiError::internal)?,
+    ))
 }
 
 /// `GET /v1/federations` (viewer).

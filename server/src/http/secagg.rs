@@ -21,7 +21,9 @@ use cohort_protocol::secagg::{
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ClientCert, VECTOR_MEDIA_TYPE};
-use super::openapi::Operation;
+use super::openapi::Caller::ClientCertificate;
+use super::openapi::Method::{Get, Post, Put};
+use super::openapi::{Content, Operation, json, op, stage_poll, with_body};
 use crate::conn::Crowding;
 use crate::domain::{FederationId, RoundNumber};
 
@@ -30,68 +32,80 @@ type ApiResult<T> = Result<ApiJson<T>, ApiError>;
 
 /// The SecAgg operations (and the metrics report), for the OpenAPI document.
 pub const OPERATIONS: &[Operation] = &[
-    (
-        "post",
-        "/v1/federations/{fed}/rounds/{round}/metrics",
-        "A participant's training metrics for the open round, already noised on the client with DP (its local ledger paid the charge); once per client",
-        "client certificate",
-        Some("application/json"),
+    with_body(
+        op(
+            Post,
+            "/v1/federations/{fed}/rounds/{round}/metrics",
+            "A participant's training metrics for the open round, already noised on the client with DP (its local ledger paid the charge); once per client",
+            ClientCertificate,
+            Content::Json(json::<UploadReceipt>),
+        ),
+        Content::Json(json::<MetricsUpload>),
         200,
     ),
-    (
-        "post",
-        "/v1/federations/{fed}/rounds/{round}/secagg/keys",
-        "SecAgg stage 1: advertise the client's two X25519 public keys (base64). Re-sending the same keys is safe; 409 if late or different",
-        "client certificate",
-        Some("application/json"),
+    with_body(
+        op(
+            Post,
+            "/v1/federations/{fed}/rounds/{round}/secagg/keys",
+            "SecAgg stage 1: advertise the client's two X25519 public keys (base64). Re-sending the same keys is safe; 409 if late or different",
+            ClientCertificate,
+            Content::Json(json::<StageReceipt>),
+        ),
+        Content::Json(json::<PublicKeys>),
         200,
     ),
-    (
-        "get",
+    op(
+        Get,
         "/v1/federations/{fed}/rounds/{round}/secagg/keys",
         "SecAgg: the key directory once stage 1 closed (`wait`, `ready` or `aborted`)",
-        "client certificate",
-        None,
+        ClientCertificate,
+        Content::Json(stage_poll::<Directory>),
+    ),
+    with_body(
+        op(
+            Post,
+            "/v1/federations/{fed}/rounds/{round}/secagg/shares",
+            "SecAgg stage 2: one encrypted share pair per neighbour",
+            ClientCertificate,
+            Content::Json(json::<StageReceipt>),
+        ),
+        Content::Json(json::<SharesUpload>),
         200,
     ),
-    (
-        "post",
-        "/v1/federations/{fed}/rounds/{round}/secagg/shares",
-        "SecAgg stage 2: one encrypted share pair per neighbour",
-        "client certificate",
-        Some("application/json"),
-        200,
-    ),
-    (
-        "get",
+    op(
+        Get,
         "/v1/federations/{fed}/rounds/{round}/secagg/shares",
         "SecAgg: the encrypted shares addressed to the caller once stage 2 closed",
-        "client certificate",
-        None,
+        ClientCertificate,
+        Content::Json(stage_poll::<Routed>),
+    ),
+    with_body(
+        op(
+            Put,
+            "/v1/federations/{fed}/rounds/{round}/secagg/masked",
+            "SecAgg stage 3: the masked input (vector frame, u32); it is added into the running sum and dropped",
+            ClientCertificate,
+            Content::Json(json::<StageReceipt>),
+        ),
+        Content::Binary(&[VECTOR_MEDIA_TYPE, "application/octet-stream"]),
         200,
     ),
-    (
-        "put",
-        "/v1/federations/{fed}/rounds/{round}/secagg/masked",
-        "SecAgg stage 3: the masked input (vector frame, u32); it is added into the running sum and dropped",
-        "client certificate",
-        Some("application/vnd.cohort.vector"),
-        200,
-    ),
-    (
-        "get",
+    op(
+        Get,
         "/v1/federations/{fed}/rounds/{round}/secagg/unmask",
         "SecAgg: the survivors and dropouts whose masks must be removed, once stage 3 closed",
-        "client certificate",
-        None,
-        200,
+        ClientCertificate,
+        Content::Json(stage_poll::<UnmaskList>),
     ),
-    (
-        "post",
-        "/v1/federations/{fed}/rounds/{round}/secagg/unmask",
-        "SecAgg stage 4: the requested Shamir shares",
-        "client certificate",
-        Some("application/json"),
+    with_body(
+        op(
+            Post,
+            "/v1/federations/{fed}/rounds/{round}/secagg/unmask",
+            "SecAgg stage 4: the requested Shamir shares",
+            ClientCertificate,
+            Content::Json(json::<StageReceipt>),
+        ),
+        Content::Json(json::<UnmaskShares>),
         200,
     ),
 ];

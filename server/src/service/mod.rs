@@ -55,15 +55,17 @@ pub struct ServiceSettings {
 }
 
 /// `POST /v1/federations`, the JSON part: everything but the weights.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateFederation {
     /// Its name.
+    #[schema(value_type = cohort_protocol::FederationId)]
     pub name: FederationId,
     /// The architecture as clients understand it; opaque to the server.
     #[serde(default)]
     pub model_spec: serde_json::Value,
     /// Training, privacy and aggregation settings (validated as a whole).
+    #[schema(value_type = crate::domain::TrainingConfigSpec)]
     pub config: TrainingConfig,
 }
 
