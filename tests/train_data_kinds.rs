@@ -49,7 +49,15 @@ fn train(dir: &Path, data: &str, model: &str, extra: &[&str]) -> serde_json::Val
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{args:?}: {stderr}");
     assert!(out.exists(), "no weights written");
-    serde_json::from_str(String::from_utf8_lossy(&output.stdout).trim()).unwrap()
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    // Shown with `--nocapture`; examples/README.md quotes these lines.
+    eprintln!(
+        "cohort {}
+{}",
+        args.join(" "),
+        stdout.trim()
+    );
+    serde_json::from_str(stdout.trim()).unwrap()
 }
 
 #[test]
@@ -113,7 +121,7 @@ fn trains_on_a_parquet_table() {
         let noise: Vec<f64> = rows.iter().map(|&i| ((i * 13) % 17) as f64).collect();
         let site: Vec<ByteArray> = rows
             .iter()
-            .map(|&i| ByteArray::from(if i % 2 == 0 { "a" } else { "b" }))
+            .map(|&i| ByteArray::from(if i.is_multiple_of(2) { "a" } else { "b" }))
             .collect();
         let label: Vec<ByteArray> = x
             .iter()
@@ -224,7 +232,7 @@ fn trains_on_dicom_slices_and_no_phi_reaches_any_output() {
     // 8×8 CT-like slices, HU = stored − 1024: "lesion" slices have a bright 4×4 block in the
     // top-left corner, "clear" ones in the bottom-right.
     for k in 0..80u16 {
-        let lesion = k % 2 == 0;
+        let lesion = k.is_multiple_of(2);
         let stored: Vec<u16> = (0..64u16)
             .map(|i| {
                 let (r, c) = (i / 8, i % 8);

@@ -398,8 +398,17 @@ enum Key {
     File,
 }
 
-/// The manifest: key → label, the key kind, and each key's line for messages.
-fn read_labels(manifest: &Path) -> Result<(Key, HashMap<String, (String, u64)>), DataError> {
+/// The label manifest as read.
+#[derive(Debug)]
+struct Manifest {
+    /// How rows name images.
+    key: Key,
+    /// Key → (label, line of the row).
+    labels: HashMap<String, (String, u64)>,
+}
+
+/// Reads the label manifest.
+fn read_labels(manifest: &Path) -> Result<Manifest, DataError> {
     let file = std::fs::File::open(manifest).map_err(|e| DataError::io(manifest, e))?;
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
@@ -457,7 +466,7 @@ fn read_labels(manifest: &Path) -> Result<(Key, HashMap<String, (String, u64)>),
             });
         }
     }
-    Ok((key, labels))
+    Ok(Manifest { key, labels })
 }
 
 /// Loads a DICOM directory with its label manifest.
@@ -469,7 +478,7 @@ pub fn load_dicom(dir: &Path, options: &DicomOptions) -> Result<Split, DataError
         ));
     }
     let manifest = dir.join(&options.labels);
-    let (key, mut labels) = read_labels(&manifest)?;
+    let Manifest { key, mut labels } = read_labels(&manifest)?;
     let mut files = Vec::new();
     walk(dir, &manifest, &mut files)?;
     let decoded: Vec<Result<Decoded, DataError>> =

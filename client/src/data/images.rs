@@ -173,7 +173,7 @@ fn list_folders(dir: &Path) -> Result<Listing, DataError> {
     let mut classes: Vec<(String, PathBuf)> = Vec::new();
     for (path, kind) in sorted_entries(dir)? {
         // Follow symbolic links to folders; a link to a file is reported like a file.
-        if !(kind.is_dir() || path.is_dir()) {
+        if !(kind.is_dir() || kind.is_symlink() && path.is_dir()) {
             return Err(image_error(
                 &path,
                 "expected only folders here, one per class (or point the spec at a CSV \
@@ -193,7 +193,8 @@ fn list_folders(dir: &Path) -> Result<Listing, DataError> {
     for (name, folder) in &classes {
         let class = index.get(name.as_str()).copied().unwrap_or(0);
         for (path, kind) in sorted_entries(folder)? {
-            if kind.is_dir() || path.is_dir() {
+            // One stat per file only for links: the listing is part of the load time.
+            if kind.is_dir() || kind.is_symlink() && path.is_dir() {
                 return Err(image_error(
                     &path,
                     "a class folder holds image files only, not further folders",

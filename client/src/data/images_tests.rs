@@ -135,7 +135,7 @@ fn a_manifest_names_files_relative_to_itself_and_orders_numeric_labels() {
         gray(2, 2, k)
             .save(dir.path().join(format!("img/{k}.png")))
             .unwrap();
-        let label = if k % 2 == 0 { "10" } else { "2" };
+        let label = if k.is_multiple_of(2) { "10" } else { "2" };
         manifest.push_str(&format!("img/{k}.png,x,{label}\n"));
     }
     std::fs::write(dir.path().join("labels.csv"), manifest).unwrap();

@@ -33,9 +33,9 @@ fn row(i: usize) -> (f64, Option<f32>, i64, bool, String, String, String) {
         20.0 + 0.5 * i as f64,
         Some(0.1 * (i % 7) as f32 + 1.0 / 3.0),
         (i * i % 11) as i64,
-        i % 3 == 0,
+        i.is_multiple_of(3),
         format!("p{i:03}"),
-        if i % 4 == 0 { "A" } else { "B" }.to_owned(),
+        if i.is_multiple_of(4) { "A" } else { "B" }.to_owned(),
         if (i * 7) % 5 < 2 { "yes" } else { "no" }.to_owned(),
     )
 }

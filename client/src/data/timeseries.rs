@@ -356,6 +356,19 @@ fn series_in_order<'t>(
     Ok(out)
 }
 
+/// The examples of one side of the split as they are gathered.
+#[derive(Debug, Default)]
+struct Side {
+    /// `[N, W, F]` inputs, row-major.
+    features: Vec<f32>,
+    /// Real-valued labels (empty for a class target).
+    real: Vec<f32>,
+    /// Class labels (empty for a real target).
+    classes: Vec<i64>,
+    /// The series of each example.
+    groups: Vec<String>,
+}
+
 /// Where a series is cut, and its train and test window end rows.
 pub(crate) fn window_ends(
     len: usize,
@@ -441,10 +454,15 @@ pub fn load_timeseries(path: &Path, options: &SeriesOptions) -> Result<Split, Da
         None => value,
     };
 
-    let mut sides: [(Vec<f32>, Vec<f32>, Vec<i64>, Vec<String>); 2] = Default::default();
+    let mut sides: [Side; 2] = Default::default();
     for ((name, rows), (train, test)) in series.iter().zip(&cuts) {
         for (side, ends) in [(0, train), (1, test)] {
-            let (features, real, classes, groups) = &mut sides[side];
+            let Side {
+                features,
+                real,
+                classes,
+                groups,
+            } = &mut sides[side];
             for &end in ends {
                 for row in &rows[end + 1 - window..=end] {
                     features.extend(row.inputs.iter().enumerate().map(|(c, &v)| scale(v, c)));
@@ -467,18 +485,18 @@ pub fn load_timeseries(path: &Path, options: &SeriesOptions) -> Result<Split, Da
         TargetType::Real => 1,
         TargetType::Class => i64::try_from(class_names.len()).unwrap_or(i64::MAX),
     };
-    let dataset = |(features, real, classes, _): &(Vec<f32>, Vec<f32>, Vec<i64>, Vec<String>)| {
+    let dataset = |side: &Side| {
         let shape = [
             -1,
             i64::try_from(window).unwrap_or(1),
             i64::try_from(width).unwrap_or(1),
         ];
         let labels = match options.target_type {
-            TargetType::Real => Tensor::from_slice(real).f_to_kind(Kind::Float)?,
-            TargetType::Class => Tensor::from_slice(classes),
+            TargetType::Real => Tensor::from_slice(&side.real).f_to_kind(Kind::Float)?,
+            TargetType::Class => Tensor::from_slice(&side.classes),
         };
         Ok::<_, DataError>(Dataset {
-            features: Tensor::from_slice(features).f_view(shape)?,
+            features: Tensor::from_slice(&side.features).f_view(shape)?,
             labels,
             num_classes,
         })
@@ -487,8 +505,8 @@ pub fn load_timeseries(path: &Path, options: &SeriesOptions) -> Result<Split, Da
     let test = dataset(&test_side)?;
     let groups = options.group.as_ref().map(|name| GroupColumn {
         name: name.clone(),
-        train: train_side.3.clone(),
-        test: test_side.3.clone(),
+        train: train_side.groups.clone(),
+        test: test_side.groups.clone(),
     });
     Ok(Split {
         train,
