@@ -328,6 +328,8 @@ fn trains_on_dicom_slices_and_no_phi_reaches_any_output() {
             &data,
             "--model",
             "logistic",
+            "--noise-multiplier",
+            "0.5",
             "--out",
             "/dev/null",
         ])
