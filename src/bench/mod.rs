@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 pub mod dp_sgd;
+pub mod images;
 pub mod secagg;
 pub mod secure_round;
 pub mod secure_round_train;
@@ -23,6 +24,9 @@ enum BenchCommand {
     /// Throughput of DP-SGD (ghost clipping and the per-sample fallback) against non-private
     /// training on the same model and batch.
     DpSgd(dp_sgd::DpSgdArgs),
+    /// Load a freshly written folder of PNGs through an `images:` data spec and report
+    /// images per second.
+    Images(images::ImagesArgs),
     /// Run one whole SecAgg+ round in process and time the client and server sides.
     Secagg(secagg::SecaggArgs),
     /// One real FedAvg round over HTTPS on loopback: N clients upload D-parameter updates to a
@@ -39,6 +43,7 @@ enum BenchCommand {
 pub fn run(args: &BenchArgs) -> ExitCode {
     match &args.command {
         BenchCommand::DpSgd(a) => dp_sgd::run(a),
+        BenchCommand::Images(a) => images::run(a),
         BenchCommand::Secagg(a) => secagg::run(a),
         BenchCommand::Server(a) => server::run(a),
         BenchCommand::SecureRound(a) => secure_round::run(a),

@@ -69,6 +69,32 @@ pub enum DataError {
         /// `missing value`, `not a number` or `not finite`.
         problem: &'static str,
     },
+    /// A cell of a Parquet table that must be a finite number is null or is not one.
+    #[error(
+        "{}: data row {row}, column `{column}`: {problem} (value {value:?}); \
+         fix or remove the row, or leave the column out with `drop={column}`",
+        path.display()
+    )]
+    BadCell {
+        /// The Parquet file.
+        path: PathBuf,
+        /// 1-based data row, counted across row groups.
+        row: u64,
+        /// The column's name from the schema.
+        column: String,
+        /// The cell's value as text (empty for a null).
+        value: String,
+        /// `missing value`, `not a number` or `not finite`.
+        problem: &'static str,
+    },
+    /// A Parquet file cannot be read, or its schema is not a flat table.
+    #[error("{}: {reason}", path.display())]
+    Parquet {
+        /// The Parquet file.
+        path: PathBuf,
+        /// What is wrong and what was expected.
+        reason: String,
+    },
     /// An IDX (MNIST-format) file is malformed, truncated or inconsistent with its partner.
     #[error("{}: {reason}", path.display())]
     Idx {
@@ -95,6 +121,24 @@ pub enum DataError {
         /// The text file.
         path: PathBuf,
         /// What is wrong.
+        reason: String,
+    },
+    /// An image file, an image folder's layout or an image manifest is not what an `images:`
+    /// spec accepts.
+    #[error("{}: {reason}", path.display())]
+    Image {
+        /// The image file, folder or manifest.
+        path: PathBuf,
+        /// What is wrong and what was expected.
+        reason: String,
+    },
+    /// A DICOM file, or a DICOM folder's label manifest, is not what a `dicom:` spec accepts.
+    /// The reason names attributes, never their values, so it carries no patient data.
+    #[error("{}: {reason}", path.display())]
+    Dicom {
+        /// The DICOM file or folder.
+        path: PathBuf,
+        /// What is wrong and what was expected.
         reason: String,
     },
     /// Loading produced no usable examples for one side of the split.

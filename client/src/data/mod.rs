@@ -1,6 +1,6 @@
 //! Training data as libtorch tensors.
 //!
-//! Every loader (CSV, IDX, text) produces the same [`Dataset`] shape, so the DP-SGD engine,
+//! Every loader (CSV, Parquet, IDX, text, time series, PNG/JPEG images, DICOM) produces the same [`Dataset`] shape, so the DP-SGD engine,
 //! partitioners and evaluation never care where examples came from.
 //!
 //! # Brief overview
@@ -21,33 +21,44 @@
 //! ```
 
 mod augment;
+mod dicom;
 mod error;
 mod idx;
+mod images;
+mod parquet;
 pub mod partition;
+mod query;
+mod rows;
 mod spec;
 mod split;
 mod table;
 mod text;
+mod timeseries;
 
 use tch::{Device, Kind, Tensor};
 
+pub use self::parquet::{load_parquet, read_parquet};
 pub use augment::{Augmentation, Augmenter};
+pub use dicom::{DicomOptions, load_dicom};
 pub use error::DataError;
 pub use idx::{IdxFlavour, load_idx_dir, read_idx_images, read_idx_labels};
+pub use images::{ColorMode, ImageOptions, load_images};
 pub use spec::{DataSpec, load};
 pub use split::{Standardizer, permutation, shuffle, split_indices, test_count, train_test_split};
 pub use table::{CsvOptions, CsvTable, load_csv, read_csv};
 pub use text::{TextLevel, TextOptions, Vocabulary, load_text};
+pub use timeseries::{SeriesOptions, TargetType, load_timeseries};
 
 /// A set of labelled examples held as two tensors on one device.
 ///
 /// Invariant: `features.size()[0] == labels.size()[0]`; `labels` is `Int64` in
-/// `0..num_classes` (for next-token prediction, the vocabulary size).
+/// `0..num_classes` (for next-token prediction, the vocabulary size), except for a real-valued
+/// time-series target, where it is `Float` and `num_classes` is 1.
 #[derive(Debug)]
 pub struct Dataset {
     /// Inputs, `[N, ...]`: `Float` for tables and images, `Int64` token ids for text.
     pub features: Tensor,
-    /// Targets, `[N]` of `Int64` class indices.
+    /// Targets, `[N]`: `Int64` class indices, or `Float` values for a real-valued target.
     pub labels: Tensor,
     /// Number of distinct classes (or the vocabulary size for next-token prediction).
     pub num_classes: i64,

@@ -1,13 +1,17 @@
 //! [`DataSpec`]: one short string that names a data set and how to cut it.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use super::dicom::{DicomOptions, load_dicom};
 use super::idx::{IdxFlavour, load_idx_dir};
-use super::table::{CsvOptions, default_test_fraction, load_csv};
+use super::images::{ImageOptions, load_images};
+use super::parquet::load_parquet;
+use super::query::{Options, decode, encode};
+use super::table::{CsvOptions, load_csv};
 use super::text::{TextLevel, TextOptions, default_text_test_fraction, load_text};
+use super::timeseries::{SeriesOptions, load_timeseries};
 use super::{DataError, Split};
 
 /// Default context length of a `text:` spec.
@@ -21,10 +25,18 @@ const DEFAULT_CONTEXT: usize = 64;
 /// | `mnist` | a directory of the four MNIST IDX files, plain or `.gz` | none |
 /// | `fashion-mnist` | the same layout for Fashion-MNIST | none |
 /// | `text` | a text file | `context=T` (64), `level=char\|byte` (char), `stride=S` (1), `test=FRACTION` (0.1) |
+/// | `parquet` | a Parquet file of flat columns (uncompressed, Snappy or gzip pages) | as `csv` |
+/// | `timeseries` | a CSV with one row per time step | `target=COLUMN`, `window=W` (both required), `horizon=H` (1), `group=COLUMN` (one series), `time=COLUMN` (file order), `drop=COL,COL`, `target_type=real\|class` (real), `test=FRACTION` (0.2, the end of each series), `standardize=true\|false` (true) |
+/// | `dicom` | a directory of DICOM files (searched recursively) with a CSV label manifest keyed by `sop_instance_uid` or `file` | `labels=FILE.csv` (required, relative to the directory), `size=HxW` or `size=N` (required), `window=CENTER,WIDTH` (each file's own), `test=FRACTION` (0.2), `seed=N` (0) |
+/// | `images` | a directory with one folder of PNG/JPEG files per class, or a CSV manifest with `path` and `label` columns | `size=HxW` or `size=N` (required), `color=gray\|rgb` (rgb), `test=FRACTION` (0.2), `seed=N` (0) |
 ///
 /// Examples: `csv:client/data/breast_cancer.csv?label=diagnosis`,
 /// `csv:sites.csv?label=outcome&group=hospital&drop=patient_id&test=0.25&seed=3`,
-/// `mnist:data/mnist`, `fashion-mnist:data/fashion-mnist`, `text:book.txt?context=64&level=byte`.
+/// `mnist:data/mnist`, `fashion-mnist:data/fashion-mnist`, `text:book.txt?context=64&level=byte`,
+/// `images:scans?size=64x64&color=gray`, `images:scans/labels.csv?size=128`,
+/// `parquet:sites.parquet?label=outcome&group=hospital`,
+/// `dicom:ct?labels=labels.csv&size=64&window=40,400`,
+/// `timeseries:vitals.csv?target=heart_rate&window=24&horizon=6&group=patient&time=hour`.
 ///
 /// The kind ends at the first `:` and the path at the first `?`; options are separated by `&`.
 /// A `%`, `?`, `&`, `=` or `,` inside a path or value is written `%XX` (its hex code, e.g.
@@ -60,6 +72,34 @@ pub enum DataSpec {
         /// Windows, tokenisation and split.
         options: TextOptions,
     },
+    /// A Parquet table, read with the CSV options; see [`load_parquet`].
+    Parquet {
+        /// The Parquet file.
+        path: PathBuf,
+        /// Label, columns and split, as for `csv`.
+        options: CsvOptions,
+    },
+    /// Sliding windows over time series; see [`load_timeseries`].
+    TimeSeries {
+        /// The CSV file.
+        path: PathBuf,
+        /// Target, windows and split.
+        options: SeriesOptions,
+    },
+    /// DICOM images with a label manifest; see [`load_dicom`].
+    Dicom {
+        /// The directory.
+        path: PathBuf,
+        /// Manifest, size, window and split.
+        options: DicomOptions,
+    },
+    /// PNG/JPEG images by class; see [`load_images`].
+    Images {
+        /// A directory of class folders, or a CSV manifest.
+        path: PathBuf,
+        /// Size, colour and split.
+        options: ImageOptions,
+    },
 }
 
 impl DataSpec {
@@ -67,9 +107,13 @@ impl DataSpec {
     pub fn path(&self) -> &Path {
         match self {
             Self::Csv { path, .. }
+            | Self::Parquet { path, .. }
             | Self::Mnist { path }
             | Self::FashionMnist { path }
-            | Self::Text { path, .. } => path,
+            | Self::Text { path, .. }
+            | Self::TimeSeries { path, .. }
+            | Self::Dicom { path, .. }
+            | Self::Images { path, .. } => path,
         }
     }
 
@@ -77,9 +121,13 @@ impl DataSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Csv { .. } => "csv",
+            Self::Parquet { .. } => "parquet",
             Self::Mnist { .. } => "mnist",
             Self::FashionMnist { .. } => "fashion-mnist",
             Self::Text { .. } => "text",
+            Self::TimeSeries { .. } => "timeseries",
+            Self::Dicom { .. } => "dicom",
+            Self::Images { .. } => "images",
         }
     }
 }
@@ -88,144 +136,17 @@ impl DataSpec {
 pub fn load(spec: &DataSpec) -> Result<Split, DataError> {
     match spec {
         DataSpec::Csv { path, options } => load_csv(path, options),
+        DataSpec::Parquet { path, options } => load_parquet(path, options),
         DataSpec::Mnist { path } => load_idx_dir(path, IdxFlavour::Mnist),
         DataSpec::FashionMnist { path } => load_idx_dir(path, IdxFlavour::FashionMnist),
         DataSpec::Text { path, options } => load_text(path, options),
+        DataSpec::TimeSeries { path, options } => load_timeseries(path, options),
+        DataSpec::Dicom { path, options } => load_dicom(path, options),
+        DataSpec::Images { path, options } => load_images(path, options),
     }
 }
 
-const KINDS: &str = "csv, mnist, fashion-mnist, text";
-const RESERVED: [char; 5] = ['%', '?', '&', '=', ','];
-
-fn encode(text: &str, reserved: &[char]) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if reserved.contains(&c) {
-            out.push_str(&format!("%{:02X}", u32::from(c)));
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn decode(spec: &str, text: &str) -> Result<String, DataError> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3).unwrap_or("");
-            let byte = u8::from_str_radix(hex, 16).map_err(|_| {
-                DataError::spec(
-                    spec,
-                    format!("`%{hex}` is not a %XX escape (use %25 for `%`)"),
-                )
-            })?;
-            out.push(byte);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out)
-        .map_err(|_| DataError::spec(spec, "a %XX escape does not form valid UTF-8"))
-}
-
-/// The `key=value` options of a spec, consumed one by one so leftovers can be reported.
-struct Options<'a> {
-    spec: &'a str,
-    kind: &'static str,
-    accepted: &'static str,
-    values: BTreeMap<String, String>,
-}
-
-impl<'a> Options<'a> {
-    fn parse(
-        spec: &'a str,
-        kind: &'static str,
-        accepted: &'static str,
-        query: &str,
-    ) -> Result<Self, DataError> {
-        let mut values = BTreeMap::new();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').ok_or_else(|| {
-                DataError::spec(spec, format!("option `{pair}` needs the form KEY=VALUE"))
-            })?;
-            let key = decode(spec, key)?;
-            if values.insert(key.clone(), value.to_owned()).is_some() {
-                return Err(DataError::spec(
-                    spec,
-                    format!("option `{key}` is given twice"),
-                ));
-            }
-        }
-        Ok(Self {
-            spec,
-            kind,
-            accepted,
-            values,
-        })
-    }
-
-    /// The option's value as written (still %-encoded).
-    fn take_raw(&mut self, key: &str) -> Option<String> {
-        self.values.remove(key)
-    }
-
-    /// The option's decoded value.
-    fn take(&mut self, key: &str) -> Result<Option<String>, DataError> {
-        self.take_raw(key)
-            .map(|v| decode(self.spec, &v))
-            .transpose()
-    }
-
-    fn take_parsed<T: FromStr>(
-        &mut self,
-        key: &str,
-        expected: &str,
-    ) -> Result<Option<T>, DataError> {
-        match self.take(key)? {
-            None => Ok(None),
-            Some(text) => text.parse().map(Some).map_err(|_| {
-                DataError::spec(self.spec, format!("`{key}={text}`: expected {expected}"))
-            }),
-        }
-    }
-
-    fn take_fraction(&mut self, default: f64) -> Result<f64, DataError> {
-        let value = self
-            .take_parsed::<f64>("test", "a fraction such as 0.2")?
-            .unwrap_or(default);
-        if value > 0.0 && value < 1.0 {
-            Ok(value)
-        } else {
-            Err(DataError::spec(
-                self.spec,
-                format!("`test={value}`: the test fraction must be strictly between 0 and 1"),
-            ))
-        }
-    }
-
-    fn finish(self) -> Result<(), DataError> {
-        match self.values.keys().next() {
-            None => Ok(()),
-            Some(key) if self.accepted.is_empty() => Err(DataError::spec(
-                self.spec,
-                format!("`{}` takes no options, got `{key}`", self.kind),
-            )),
-            Some(key) => Err(DataError::spec(
-                self.spec,
-                format!(
-                    "unknown option `{key}` for `{}` (accepted: {})",
-                    self.kind, self.accepted
-                ),
-            )),
-        }
-    }
-}
-
+const KINDS: &str = "csv, parquet, mnist, fashion-mnist, text, timeseries, images, dicom";
 impl FromStr for DataSpec {
     type Err = DataError;
 
@@ -242,42 +163,22 @@ impl FromStr for DataSpec {
             return Err(DataError::spec(spec, "the path after `:` is empty"));
         }
         match kind {
-            "csv" => {
-                let mut options = Options::parse(
-                    spec,
-                    "csv",
-                    "label, test, seed, standardize, drop, group",
-                    query,
-                )?;
-                let label = options.take("label")?.ok_or_else(|| {
-                    DataError::spec(
-                        spec,
-                        "`csv` needs `label=COLUMN`, the name of the label column",
-                    )
-                })?;
-                let test_fraction = options.take_fraction(default_test_fraction())?;
-                let seed = options.take_parsed("seed", "a whole number")?.unwrap_or(0);
-                let standardize = options
-                    .take_parsed("standardize", "`true` or `false`")?
-                    .unwrap_or(true);
-                let drop = match options.take_raw("drop") {
-                    None => Vec::new(),
-                    Some(list) => list
-                        .split(',')
-                        .map(|c| decode(spec, c))
-                        .collect::<Result<_, _>>()?,
-                };
-                let group = options.take("group")?;
+            "csv" | "parquet" => {
+                let kind_name = if kind == "csv" { "csv" } else { "parquet" };
+                let mut options = Options::parse(spec, kind_name, CsvOptions::ACCEPTED, query)?;
+                let table = CsvOptions::from_query(&mut options)?;
                 options.finish()?;
-                let csv = CsvOptions {
-                    label,
-                    drop,
-                    group,
-                    test_fraction,
-                    seed,
-                    standardize,
-                };
-                Ok(Self::Csv { path, options: csv })
+                Ok(if kind == "csv" {
+                    Self::Csv {
+                        path,
+                        options: table,
+                    }
+                } else {
+                    Self::Parquet {
+                        path,
+                        options: table,
+                    }
+                })
             }
             "mnist" | "fashion-mnist" => {
                 let kind_name = if kind == "mnist" {
@@ -330,6 +231,34 @@ impl FromStr for DataSpec {
                     options: text,
                 })
             }
+            "timeseries" => {
+                let mut options =
+                    Options::parse(spec, "timeseries", SeriesOptions::ACCEPTED, query)?;
+                let series = SeriesOptions::from_query(&mut options)?;
+                options.finish()?;
+                Ok(Self::TimeSeries {
+                    path,
+                    options: series,
+                })
+            }
+            "dicom" => {
+                let mut options = Options::parse(spec, "dicom", DicomOptions::ACCEPTED, query)?;
+                let dicom = DicomOptions::from_query(&mut options)?;
+                options.finish()?;
+                Ok(Self::Dicom {
+                    path,
+                    options: dicom,
+                })
+            }
+            "images" => {
+                let mut options = Options::parse(spec, "images", "size, color, test, seed", query)?;
+                let images = ImageOptions::from_query(&mut options)?;
+                options.finish()?;
+                Ok(Self::Images {
+                    path,
+                    options: images,
+                })
+            }
             other => Err(DataError::spec(
                 spec,
                 format!("unknown kind `{other}` (kinds: {KINDS})"),
@@ -342,27 +271,10 @@ impl fmt::Display for DataSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let path = encode(&self.path().to_string_lossy(), &['%', '?']);
         write!(f, "{}:{path}", self.kind())?;
-        let value = |v: &str| encode(v, &RESERVED);
         let mut options: Vec<String> = Vec::new();
         match self {
-            Self::Csv { options: csv, .. } => {
-                options.push(format!("label={}", value(&csv.label)));
-                if csv.test_fraction != default_test_fraction() {
-                    options.push(format!("test={}", csv.test_fraction));
-                }
-                if csv.seed != 0 {
-                    options.push(format!("seed={}", csv.seed));
-                }
-                if !csv.standardize {
-                    options.push("standardize=false".to_owned());
-                }
-                if !csv.drop.is_empty() {
-                    let list: Vec<String> = csv.drop.iter().map(|c| value(c)).collect();
-                    options.push(format!("drop={}", list.join(",")));
-                }
-                if let Some(group) = &csv.group {
-                    options.push(format!("group={}", value(group)));
-                }
+            Self::Csv { options: table, .. } | Self::Parquet { options: table, .. } => {
+                table.write_query(&mut options);
             }
             Self::Text { options: text, .. } => {
                 if text.context != DEFAULT_CONTEXT {
@@ -378,6 +290,13 @@ impl fmt::Display for DataSpec {
                     options.push(format!("test={}", text.test_fraction));
                 }
             }
+            Self::TimeSeries {
+                options: series, ..
+            } => series.write_query(&mut options),
+            Self::Dicom { options: dicom, .. } => dicom.write_query(&mut options),
+            Self::Images {
+                options: images, ..
+            } => images.write_query(&mut options),
             Self::Mnist { .. } | Self::FashionMnist { .. } => {}
         }
         if !options.is_empty() {

@@ -8,11 +8,12 @@
 //! deciding it.
 
 use std::collections::BTreeSet;
-use std::collections::HashMap;
 use std::path::Path;
 
 use tch::Tensor;
 
+use super::query::{Options, RESERVED, encode};
+use super::rows::{Cell, RowUnit, TableBuilder};
 use super::split::split_indices;
 use super::{DataError, DataInfo, Dataset, GroupColumn, Split, Standardizer};
 
@@ -61,6 +62,51 @@ impl CsvOptions {
     }
 }
 
+impl CsvOptions {
+    /// The option keys of a `csv:` or `parquet:` spec.
+    pub(crate) const ACCEPTED: &'static str = "label, test, seed, standardize, drop, group";
+
+    pub(crate) fn from_query(options: &mut Options<'_>) -> Result<Self, DataError> {
+        let label = options.require("label", "`label=COLUMN`, the name of the label column")?;
+        let test_fraction = options.take_fraction(default_test_fraction())?;
+        let seed = options.take_parsed("seed", "a whole number")?.unwrap_or(0);
+        let standardize = options
+            .take_parsed("standardize", "`true` or `false`")?
+            .unwrap_or(true);
+        let drop = options.take_list("drop")?;
+        let group = options.take("group")?;
+        Ok(Self {
+            label,
+            drop,
+            group,
+            test_fraction,
+            seed,
+            standardize,
+        })
+    }
+
+    pub(crate) fn write_query(&self, out: &mut Vec<String>) {
+        let value = |v: &str| encode(v, &RESERVED);
+        out.push(format!("label={}", value(&self.label)));
+        if self.test_fraction != default_test_fraction() {
+            out.push(format!("test={}", self.test_fraction));
+        }
+        if self.seed != 0 {
+            out.push(format!("seed={}", self.seed));
+        }
+        if !self.standardize {
+            out.push("standardize=false".to_owned());
+        }
+        if !self.drop.is_empty() {
+            let list: Vec<String> = self.drop.iter().map(|c| value(c)).collect();
+            out.push(format!("drop={}", list.join(",")));
+        }
+        if let Some(group) = &self.group {
+            out.push(format!("group={}", value(group)));
+        }
+    }
+}
+
 /// A CSV table parsed into numbers, before splitting.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CsvTable {
@@ -82,28 +128,6 @@ impl CsvTable {
     /// Number of data rows.
     pub fn rows(&self) -> usize {
         self.labels.len()
-    }
-}
-
-/// What one candidate feature column has seen so far.
-struct ColumnScan {
-    name: String,
-    values: Vec<f32>,
-    any_number: bool,
-    /// The first cell that is not a finite number: (line, text, problem).
-    first_bad: Option<(u64, String, &'static str)>,
-}
-
-/// Classifies one cell of a numeric column.
-fn parse_cell(text: &str) -> Result<f32, &'static str> {
-    const MISSING: [&str; 7] = ["", "na", "n/a", "nan", "null", "none", "?"];
-    if MISSING.contains(&text.to_ascii_lowercase().as_str()) {
-        return Err("missing value");
-    }
-    match text.parse::<f32>() {
-        Ok(value) if value.is_finite() => Ok(value),
-        Ok(_) => Err("not finite"),
-        Err(_) => Err("not a number"),
     }
 }
 
@@ -140,49 +164,7 @@ pub fn read_csv(path: &Path, options: &CsvOptions) -> Result<CsvTable, DataError
         .iter()
         .map(str::to_owned)
         .collect();
-    let find = |column: &str| {
-        header
-            .iter()
-            .position(|h| h == column)
-            .ok_or_else(|| DataError::MissingColumn {
-                path: path.to_path_buf(),
-                column: column.to_owned(),
-                available: header.clone(),
-            })
-    };
-    let label_at = find(&options.label)?;
-    let group_at = options.group.as_deref().map(find).transpose()?;
-    let mut dropped = BTreeSet::new();
-    for column in &options.drop {
-        dropped.insert(find(column)?);
-    }
-    if dropped.contains(&label_at) || group_at.is_some_and(|g| dropped.contains(&g)) {
-        return Err(DataError::InvalidArgument(
-            "a dropped column cannot also be the label or group column".to_owned(),
-        ));
-    }
-    if group_at == Some(label_at) {
-        return Err(DataError::InvalidArgument(
-            "the group column cannot be the label column".to_owned(),
-        ));
-    }
-    let mut columns: Vec<(usize, ColumnScan)> = header
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != label_at && Some(*i) != group_at && !dropped.contains(i))
-        .map(|(i, name)| {
-            let scan = ColumnScan {
-                name: name.clone(),
-                values: Vec::new(),
-                any_number: false,
-                first_bad: None,
-            };
-            (i, scan)
-        })
-        .collect();
-
-    let mut raw_labels = Vec::new();
-    let mut groups = group_at.map(|_| Vec::new());
+    let mut builder = TableBuilder::new(path, RowUnit::Line, &header, options)?;
     let mut record = csv::StringRecord::new();
     loop {
         match reader.read_record(&mut record) {
@@ -191,122 +173,26 @@ pub fn read_csv(path: &Path, options: &CsvOptions) -> Result<CsvTable, DataError
             Err(e) => return Err(csv_error(path, &e)),
         }
         let line = record.position().map_or(0, csv::Position::line);
-        let label = record.get(label_at).unwrap_or("");
-        if parse_cell(label) == Err("missing value") {
-            return Err(DataError::BadValue {
-                path: path.to_path_buf(),
-                line,
-                column: options.label.clone(),
-                value: label.to_owned(),
-                problem: "missing value",
-            });
-        }
-        raw_labels.push(label.to_owned());
-        if let (Some(at), Some(groups)) = (group_at, groups.as_mut()) {
-            groups.push(record.get(at).unwrap_or("").to_owned());
-        }
-        for (at, scan) in &mut columns {
-            let text = record.get(*at).unwrap_or("");
-            match parse_cell(text) {
-                Ok(value) => {
-                    scan.any_number = true;
-                    scan.values.push(value);
-                }
-                Err(problem) => {
-                    scan.values.push(f32::NAN);
-                    if scan.first_bad.is_none() {
-                        scan.first_bad = Some((line, text.to_owned(), problem));
-                    }
-                }
-            }
-        }
+        builder.push(line, |i| Cell::Text(record.get(i).unwrap_or("")))?;
     }
-    if raw_labels.is_empty() {
-        return Err(DataError::Empty {
-            what: format!("{}", path.display()),
-            hint: "the file has a header but no data rows".to_owned(),
-        });
-    }
-
-    // A column with no number at all is text (an id, a name): skip it. A column with numbers
-    // and some bad cells is damaged data: report the earliest bad cell.
-    let mut skipped_columns = Vec::new();
-    let mut kept = Vec::new();
-    let mut earliest: Option<(u64, String, String, &'static str)> = None;
-    for (_, scan) in columns {
-        if !scan.any_number {
-            skipped_columns.push(scan.name);
-            continue;
-        }
-        if let Some((line, value, problem)) = scan.first_bad.clone()
-            && earliest.as_ref().is_none_or(|(l, ..)| line < *l)
-        {
-            earliest = Some((line, scan.name.clone(), value, problem));
-        }
-        kept.push(scan);
-    }
-    if let Some((line, column, value, problem)) = earliest {
-        return Err(DataError::BadValue {
-            path: path.to_path_buf(),
-            line,
-            column,
-            value,
-            problem,
-        });
-    }
-    if kept.is_empty() {
-        return Err(DataError::Empty {
-            what: format!("the feature columns of {}", path.display()),
-            hint: "no column besides the label holds numbers".to_owned(),
-        });
-    }
-
-    let (labels, class_names) = encode_labels(path, &options.label, &raw_labels)?;
-    let rows = raw_labels.len();
-    let mut features = Vec::with_capacity(rows * kept.len());
-    for row in 0..rows {
-        features.extend(kept.iter().map(|scan| scan.values[row]));
-    }
-    Ok(CsvTable {
-        feature_names: kept.into_iter().map(|scan| scan.name).collect(),
-        features,
-        labels,
-        class_names,
-        skipped_columns,
-        groups,
-    })
+    builder.finish()
 }
 
-/// Maps label text to class indices: numbers in numeric order, otherwise text in byte order.
-fn encode_labels(
-    path: &Path,
-    column: &str,
-    raw: &[String],
-) -> Result<(Vec<i64>, Vec<String>), DataError> {
-    let distinct: BTreeSet<&str> = raw.iter().map(String::as_str).collect();
-    let mut names: Vec<&str> = distinct.into_iter().collect();
+/// The order of class indices for distinct label texts: numbers in numeric order when every
+/// name is one, otherwise text in byte order. CSV labels, image folders and manifests share it,
+/// so class `k` means the same thing whichever loader read the data.
+pub(crate) fn class_order<'a>(distinct: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    let distinct: BTreeSet<&str> = distinct.into_iter().collect();
+    let names: Vec<&str> = distinct.into_iter().collect();
     let numeric: Option<Vec<f64>> = names.iter().map(|n| n.parse::<f64>().ok()).collect();
-    if let Some(values) = numeric {
-        let mut paired: Vec<(f64, &str)> = values.into_iter().zip(names).collect();
-        paired.sort_by(|a, b| a.0.total_cmp(&b.0));
-        names = paired.into_iter().map(|(_, name)| name).collect();
+    match numeric {
+        Some(values) => {
+            let mut paired: Vec<(f64, &str)> = values.into_iter().zip(names).collect();
+            paired.sort_by(|a, b| a.0.total_cmp(&b.0));
+            paired.into_iter().map(|(_, name)| name).collect()
+        }
+        None => names,
     }
-    if names.len() < 2 {
-        return Err(DataError::Csv {
-            path: path.to_path_buf(),
-            line: 0,
-            reason: format!(
-                "label column `{column}` has only one distinct value; \
-                 a classifier needs at least two classes"
-            ),
-        });
-    }
-    let index: HashMap<&str, i64> = names.iter().copied().zip(0..).collect();
-    let labels = raw
-        .iter()
-        .map(|label| index.get(label.as_str()).copied().unwrap_or(0))
-        .collect();
-    Ok((labels, names.into_iter().map(str::to_owned).collect()))
 }
 
 /// Loads a CSV file and splits it into train and test sets.
@@ -314,7 +200,15 @@ fn encode_labels(
 /// The split is seeded ([`split_indices`]); when `standardize` is set, the [`Standardizer`] is
 /// fitted on the training rows only and applied to both sides.
 pub fn load_csv(path: &Path, options: &CsvOptions) -> Result<Split, DataError> {
-    let table = read_csv(path, options)?;
+    split_table(path, read_csv(path, options)?, options)
+}
+
+/// Splits a parsed table and fits the standardisation on its training rows.
+pub(crate) fn split_table(
+    path: &Path,
+    table: CsvTable,
+    options: &CsvOptions,
+) -> Result<Split, DataError> {
     let rows = table.rows();
     let width = table.feature_names.len();
     let (train_rows, test_rows) = split_indices(rows, options.test_fraction, options.seed)?;
