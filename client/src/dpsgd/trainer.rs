@@ -2,6 +2,7 @@
 
 use tch::{Kind, Tensor};
 
+use super::canary::GradientCanaries;
 use super::noise::{GaussianSource, SecureGaussian};
 use super::optim::Optimizer;
 use super::sampling::PoissonSampler;
@@ -39,6 +40,8 @@ pub struct PrivateTrainer<N: Network> {
     pub(super) noise: Box<dyn GaussianSource>,
     accountant: Box<dyn StepAccountant>,
     steps: usize,
+    /// White-box audit canaries ([`super::canary`]); `None` outside an audit.
+    pub(super) canaries: Option<GradientCanaries>,
 }
 
 /// Makes `network` private for a data set of `dataset_len` examples.
@@ -86,6 +89,7 @@ pub fn make_private<N: Network>(
         noise,
         accountant,
         steps: 0,
+        canaries: None,
     })
 }
 
@@ -152,6 +156,9 @@ impl<N: Network> PrivateTrainer<N> {
         )?;
         let std = self.config.noise_multiplier * self.config.max_grad_norm / expected;
         let mut grads = clipped.grads;
+        if let Some(canaries) = self.canaries.as_mut() {
+            canaries.add_sampled(&mut grads, 1.0 / expected)?;
+        }
         if std > 0.0 {
             self.noise.add_noise(std, &mut grads)?;
         }
