@@ -47,9 +47,15 @@ pub struct DpSgdAudit {
 }
 
 impl DpSgdAudit {
-    /// Whether the audit contradicts the accountant: a lower bound above the claimed ε.
+    /// Whether the audit contradicts the accountant: a lower bound above the claimed ε (or
+    /// an ε that cannot be compared, NaN, which fails closed).
     pub fn contradicts(&self) -> bool {
-        !(self.audit.epsilon_lower_bound <= self.accountant_epsilon)
+        use std::cmp::Ordering::{Equal, Less};
+        let order = self
+            .audit
+            .epsilon_lower_bound
+            .partial_cmp(&self.accountant_epsilon);
+        !matches!(order, Some(Less | Equal))
     }
 }
 
