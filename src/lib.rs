@@ -8,6 +8,7 @@ This crate is glue. It parses arguments into validated settings and calls the li
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod audit_cmd;
 pub mod bench;
 pub mod budgets_cmd;
 pub mod cli;

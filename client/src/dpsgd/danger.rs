@@ -32,6 +32,31 @@ impl GaussianSource for TorchGaussian {
     }
 }
 
+/// No noise at all, while the trainer's accountant still charges the configured σ: the bug a
+/// privacy audit must catch (`cohort audit dp-sgd --danger-no-noise`, its negative control).
+#[derive(Debug, Default)]
+pub struct NoNoise;
+
+impl GaussianSource for NoNoise {
+    fn sample(
+        &mut self,
+        _std: f64,
+        shape: &[i64],
+        kind: Kind,
+        device: Device,
+    ) -> Result<Tensor, TchError> {
+        Tensor::f_zeros(shape, (kind, device))
+    }
+
+    fn add_noise(&mut self, _std: f64, _targets: &mut [Tensor]) -> Result<(), TchError> {
+        Ok(())
+    }
+
+    fn is_secure(&self) -> bool {
+        false
+    }
+}
+
 /// Noise from a fixed seed (ChaCha20 keys the AES-256-CTR stream): the right distribution and reproducible runs, but anyone
 /// who knows the seed can subtract the noise.
 pub fn seeded_gaussian(seed: u64) -> SecureGaussianSeeded {

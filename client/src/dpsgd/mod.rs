@@ -9,6 +9,7 @@
 //! Ghost clipping ([`ghost`]) covers every layer of [`crate::model`]; any other network
 //! (TorchScript) uses the per-sample fallback. Weakened settings live in [`danger`].
 
+pub mod canary;
 pub mod clip;
 pub mod danger;
 mod ghost;

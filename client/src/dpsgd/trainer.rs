@@ -2,6 +2,7 @@
 
 use tch::{Kind, Tensor};
 
+use super::canary::GradientCanaries;
 use super::noise::{GaussianSource, SecureGaussian};
 use super::optim::Optimizer;
 use super::sampling::PoissonSampler;
@@ -40,6 +41,8 @@ pub struct PrivateTrainer<N: Network> {
     accountant: Box<dyn StepAccountant>,
     steps: usize,
     proximal: Option<Proximal>,
+    /// White-box audit canaries ([`super::canary`]); `None` outside an audit.
+    pub(super) canaries: Option<GradientCanaries>,
 }
 
 /// FedProx's proximal term (μ/2)‖w − w_global‖²: its gradient μ(w − w_global) joins the update
@@ -100,6 +103,7 @@ pub fn make_private<N: Network>(
         accountant,
         steps: 0,
         proximal: None,
+        canaries: None,
     })
 }
 
@@ -187,6 +191,9 @@ impl<N: Network> PrivateTrainer<N> {
         )?;
         let std = self.config.noise_multiplier * self.config.max_grad_norm / expected;
         let mut grads = clipped.grads;
+        if let Some(canaries) = self.canaries.as_mut() {
+            canaries.add_sampled(&mut grads, 1.0 / expected)?;
+        }
         if std > 0.0 {
             self.noise.add_noise(std, &mut grads)?;
         }

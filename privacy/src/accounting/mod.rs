@@ -43,7 +43,7 @@ mod error;
 mod event;
 pub mod pld;
 pub mod rdp;
-mod special;
+pub(crate) mod special;
 pub mod subsampling;
 
 pub use analytic::{gaussian_delta, gaussian_epsilon};
