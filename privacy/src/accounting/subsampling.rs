@@ -38,7 +38,7 @@ pub fn poisson_subsampled_rdp(
     orders
         .iter()
         .map(|&alpha| {
-            if !valid_rate || !(alpha.is_finite() && alpha > 1.0 && alpha <= 65_536.0) {
+            if !(valid_rate && alpha.is_finite() && alpha > 1.0 && alpha <= 65_536.0) {
                 return f64::INFINITY;
             }
             let low = alpha.floor();

@@ -143,10 +143,11 @@ impl LatticeGaussian {
                 "the planned mechanism's variance",
             ));
         }
-        if let Some(index) = values
-            .iter()
-            .position(|x| !((x / self.granularity).round().abs() < MAX_LATTICE_COORDINATE))
-        {
+        if let Some(index) = values.iter().position(|x| {
+            let coordinate = (x / self.granularity).round().abs();
+            // NaN is not finite, so it is refused here too.
+            !coordinate.is_finite() || coordinate >= MAX_LATTICE_COORDINATE
+        }) {
             return Err(NoiseError::Overflow { index });
         }
         for x in values.iter_mut() {
