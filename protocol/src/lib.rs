@@ -27,6 +27,7 @@ pub mod ids;
 pub mod messages;
 pub mod problem;
 pub mod secagg;
+pub mod training;
 
 pub use epsilon::Epsilon;
 pub use ids::{ClientId, FederationId, InvalidId, RoundId};

@@ -6,7 +6,7 @@ use super::noise::{GaussianSource, SecureGaussian};
 use super::optim::Optimizer;
 use super::sampling::PoissonSampler;
 use super::{ClippingMode, DpConfig, DpError, Network, StepAccountant, clip};
-use crate::data::Dataset;
+use crate::data::{Augmenter, Dataset};
 
 /// What one step did.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -40,6 +40,9 @@ pub struct PrivateTrainer<N: Network> {
     accountant: Box<dyn StepAccountant>,
     steps: usize,
     proximal: Option<Proximal>,
+    /// Transforms each Poisson batch before clipping: the augmented image is that example's
+    /// input for the step, so the privacy analysis is unchanged.
+    augmenter: Option<Augmenter>,
 }
 
 /// FedProx's proximal term (μ/2)‖w − w_global‖²: its gradient μ(w − w_global) joins the update
@@ -100,6 +103,7 @@ pub fn make_private<N: Network>(
         accountant,
         steps: 0,
         proximal: None,
+        augmenter: None,
     })
 }
 
@@ -158,6 +162,16 @@ impl<N: Network> PrivateTrainer<N> {
             .collect::<Result<Vec<_>, _>>()?;
         self.proximal = Some(Proximal { mu, anchor });
         Ok(())
+    }
+
+    /// Augments every batch [`Self::step_sampled`] draws (`None` stops augmenting).
+    pub fn set_augmenter(&mut self, augmenter: Option<Augmenter>) {
+        self.augmenter = augmenter;
+    }
+
+    /// The augmenter in use, if any.
+    pub fn augmenter(&self) -> Option<&Augmenter> {
+        self.augmenter.as_ref()
     }
 
     pub(super) fn sampler_mut(&mut self) -> &mut PoissonSampler {
@@ -240,7 +254,12 @@ impl<N: Network> PrivateTrainer<N> {
         }
         let indices = self.sampler.sample();
         let index = Tensor::f_from_slice(&indices)?.f_to_device(data.features.device())?;
-        let features = data.features.f_index_select(0, &index)?;
+        let mut features = data.features.f_index_select(0, &index)?;
+        if let Some(augmenter) = &mut self.augmenter {
+            features = augmenter
+                .apply(&features)
+                .map_err(|e| DpError::InvalidConfig(format!("augmentation: {e}")))?;
+        }
         let labels = data
             .labels
             .f_index_select(0, &index)?
