@@ -14,15 +14,14 @@ use std::time::Instant;
 
 use clap::Args;
 use cohort_client::data::{self, DataSpec, Split};
-use cohort_client::dpsgd::{
-    self, ClippingMode, DpConfig, Network, OptimizerConfig, OptimizerKind, accuracy,
-};
+use cohort_client::dpsgd::{self, ClippingMode, DpConfig, Network, OptimizerConfig, accuracy};
 use cohort_client::ledger::{LedgerError, LocalLedger, RdpStepAccountant};
 use cohort_client::model::torchscript::TorchScriptModel;
 use cohort_client::model::{self, InputKind, ModelError, ModelSpec, Tape};
 use cohort_client::weights;
 use cohort_privacy::EpsDelta;
 use cohort_privacy::accounting::{AccountantKind, noise_multiplier_for};
+use cohort_protocol::training::{LocalOptimizer, LocalTraining};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use tch::nn::VarStore;
@@ -230,6 +229,17 @@ fn parse_model(text: &str) -> ModelSource {
     }
 }
 
+/// The optimiser a federation's `local_training` with this rule and rate would run: the same
+/// mapping (`OptimizerConfig::for_round`) as `cohort join` and the simulator.
+fn local_optimizer(optimizer: LocalOptimizer, lr: f64) -> OptimizerConfig {
+    let local = LocalTraining {
+        optimizer,
+        ..LocalTraining::sgd(lr)
+    };
+    // A constant schedule: the step count does not enter.
+    OptimizerConfig::for_round(&local, 0)
+}
+
 fn parse_optimizer(args: &TrainArgs) -> Outcome<OptimizerConfig> {
     let lr = positive("--lr", &args.lr)?;
     match args.optimizer.trim() {
@@ -241,12 +251,16 @@ fn parse_optimizer(args: &TrainArgs) -> Outcome<OptimizerConfig> {
                     args.momentum
                 )));
             }
-            Ok(OptimizerConfig::sgd(lr, momentum))
+            Ok(local_optimizer(LocalOptimizer::Sgd { momentum }, lr))
         }
-        "adam" => Ok(OptimizerConfig {
-            kind: OptimizerKind::adam(),
-            ..OptimizerConfig::sgd(lr, 0.0)
-        }),
+        "adam" => Ok(local_optimizer(
+            LocalOptimizer::Adam {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+            },
+            lr,
+        )),
         other => Err(usage(format!(
             "--optimizer must be sgd or adam, got '{other}'"
         ))),

@@ -28,6 +28,7 @@ pub mod messages;
 pub mod problem;
 pub mod schema;
 pub mod secagg;
+pub mod training;
 
 pub use epsilon::Epsilon;
 pub use ids::{ClientId, FederationId, InvalidId, RoundId};

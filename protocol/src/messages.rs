@@ -173,6 +173,10 @@ pub struct Task {
     pub update_clip: Option<f64>,
     /// FedProx μ, when the strategy is FedProx.
     pub proximal_mu: Option<f64>,
+    /// How to train locally (optimiser, schedule, augmentation); `None` when the federation
+    /// fixes nothing and the participant runs plain SGD at its own learning rate.
+    #[serde(default)]
+    pub local_training: Option<crate::training::LocalTraining>,
     /// Number of elements the update frame must hold.
     pub num_params: u64,
     /// Unix milliseconds by which the update must arrive. A secure round's masked input is due
@@ -193,6 +197,9 @@ pub struct Task {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
+// A poll answer lives for one request and is moved, not stored: boxing the task would add an
+// allocation per poll to save stack bytes nobody keeps.
+#[allow(clippy::large_enum_variant)]
 pub enum TaskPoll {
     /// Train this.
     Train(Task),

@@ -71,6 +71,9 @@ impl Mechanism {
     }
 }
 
+/// A mechanism's RDP as a function of an accountant's orders (one value ≥ 0 per order).
+pub type RdpCurve<'a> = &'a dyn Fn(&[f64]) -> Result<Vec<f64>, LedgerError>;
+
 /// The accountant the ledger stores. Small on purpose: a ledger only needs to compose,
 /// ask for ε, and round-trip through text.
 ///
@@ -88,14 +91,10 @@ pub trait LedgerAccountant: Sized + Clone {
     /// Composes one run of a mechanism that is not a subsampled Gaussian (a secure round's
     /// aggregate Skellam, a plain round's lattice Gaussian), by its own RDP: `rdp` maps this
     /// accountant's orders to the mechanism's RDP at each.
-    fn record_rdp(&mut self, rdp: &RdpAtOrders<'_>) -> Result<(), LedgerError>;
+    fn record_rdp(&mut self, rdp: RdpCurve<'_>) -> Result<(), LedgerError>;
     /// ε at `delta` for everything recorded; `f64::INFINITY` if unbounded.
     fn epsilon(&self, delta: f64) -> Result<f64, LedgerError>;
 }
-
-/// A mechanism's RDP at each of an accountant's orders (the orders are the accountant's, so
-/// the mechanism is asked at exactly the points the accountant composes).
-pub type RdpAtOrders<'a> = dyn Fn(&[f64]) -> Result<Vec<f64>, LedgerError> + 'a;
 
 /// The accountant the server uses. Swap this one line to change accounting method.
 pub type DefaultAccountant = cohort_privacy::accounting::RdpAccountant;
@@ -155,7 +154,7 @@ impl LedgerAccountant for UnamplifiedRdp {
         Ok(())
     }
 
-    fn record_rdp(&mut self, rdp: &RdpAtOrders<'_>) -> Result<(), LedgerError> {
+    fn record_rdp(&mut self, rdp: RdpCurve<'_>) -> Result<(), LedgerError> {
         let per_order = rdp(&self.orders)?;
         if per_order.len() != self.orders.len() || per_order.iter().any(|r| r.is_nan() || *r < 0.0)
         {

@@ -183,6 +183,7 @@ impl SimTrainer {
                         seed, "noise", round, index,
                     ))),
                 );
+                danger::seed_augmenter(trainer, seeds::derive(seed, "augment", round, index));
                 danger::seed_sampler(trainer, seeds::derive(seed, "batches", round, index))
                     .map_err(|e| e.to_string())
             },

@@ -20,7 +20,7 @@ simulator then runs exactly those clients:
   log-normal slowness that scales the straggler rates. A dropout or straggler costs the
   stage's real deadline in wall-clock time, as it would in a deployment.
 - **reproducible**: every random draw (partition, initial weights, DP-SGD batches and noise,
-  quantisation, Skellam noise, client sampling, faults) comes from the seed through
+  the federation's augmentation, quantisation, Skellam noise, client sampling, faults) comes from the seed through
   [`seeds`], so two runs with the same seed produce identical metrics except wall-clock
   durations. Plain (non-secure) rounds add their updates in participant order for the same
   reason; central noise added by the server in plain rounds comes from the OS and is not

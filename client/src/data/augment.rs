@@ -1,4 +1,4 @@
-//! On-the-fly image augmentation: random crop with zero padding, and horizontal flip.
+//! On-the-fly image augmentation: random crop with zero padding, horizontal flip, rotation.
 //!
 //! Augmentation is applied to each training batch as it is drawn, so every epoch sees fresh
 //! variants without storing them. Under DP-SGD it is applied before per-sample clipping: the
@@ -17,7 +17,7 @@ use super::DataError;
 use super::split::seeded_rng;
 
 /// Which random transformations to apply to image batches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Augmentation {
     /// Zero-pad each side by this many pixels, then crop back to the original size at a
@@ -28,12 +28,26 @@ pub struct Augmentation {
     /// natural images and most garments).
     #[serde(default)]
     pub flip: bool,
+    /// Rotate each image about its centre by an angle uniform in [−d, d] degrees (bilinear,
+    /// zero fill; 0 disables).
+    #[serde(default)]
+    pub rotation_degrees: f64,
 }
 
 impl Augmentation {
     /// Whether this configuration changes anything.
     pub fn is_identity(&self) -> bool {
-        self.pad == 0 && !self.flip
+        self.pad == 0 && !self.flip && self.rotation_degrees == 0.0
+    }
+}
+
+impl From<cohort_protocol::training::ImageAugmentation> for Augmentation {
+    fn from(a: cohort_protocol::training::ImageAugmentation) -> Self {
+        Self {
+            pad: a.crop_padding,
+            flip: a.horizontal_flip,
+            rotation_degrees: a.rotation_degrees,
+        }
     }
 }
 
@@ -62,7 +76,8 @@ impl Augmenter {
     /// Augments a `[B, C, H, W]` batch; the result has the same shape, kind and device.
     ///
     /// For each image in order, the generator draws the vertical offset, the horizontal offset
-    /// (each uniform in `0..=2·pad`) and then, if flipping is on, the flip.
+    /// (each uniform in `0..=2·pad`), then, if flipping is on, the flip, then, if rotation is
+    /// on, the angle. Rotation is one `affine_grid` + `grid_sample` over the whole batch.
     pub fn apply(&mut self, images: &Tensor) -> Result<Tensor, DataError> {
         let size = images.size();
         let [batch, channels, height, width] = size[..] else {
@@ -74,6 +89,8 @@ impl Augmenter {
             return Ok(images.shallow_clone());
         }
         let pad = i64::from(self.config.pad);
+        let max_angle = self.config.rotation_degrees.to_radians();
+        let mut angles = Vec::new();
         let mut rows = Vec::with_capacity(usize::try_from(batch * height).unwrap_or(0));
         let mut cols = Vec::with_capacity(usize::try_from(batch * width).unwrap_or(0));
         for _ in 0..batch {
@@ -85,6 +102,9 @@ impl Augmenter {
                 cols.extend((0..width).map(|j| dx + width - 1 - j));
             } else {
                 cols.extend((0..width).map(|j| dx + j));
+            }
+            if max_angle > 0.0 {
+                angles.push(self.rng.random_range(-max_angle..=max_angle));
             }
         }
         let device = images.device();
@@ -101,9 +121,25 @@ impl Augmenter {
             .f_to_device(device)?
             .f_view([batch, 1, 1, width])?
             .f_expand([batch, channels, height, width], false)?;
-        Ok(padded
+        let cropped = padded
             .f_gather(2, &rows, false)?
-            .f_gather(3, &cols, false)?)
+            .f_gather(3, &cols, false)?;
+        if angles.is_empty() {
+            return Ok(cropped);
+        }
+        // One 2×3 affine matrix per image, [[cos, −sin, 0], [sin, cos, 0]] in normalised
+        // coordinates, so each output pixel samples its rotated source (zero outside).
+        let theta: Vec<f64> = angles
+            .iter()
+            .flat_map(|a| [a.cos(), -a.sin(), 0.0, a.sin(), a.cos(), 0.0])
+            .collect();
+        let theta = Tensor::from_slice(&theta)
+            .f_view([batch, 2, 3])?
+            .f_to_kind(images.kind())?
+            .f_to_device(device)?;
+        let grid =
+            Tensor::f_affine_grid_generator(&theta, [batch, channels, height, width], false)?;
+        Ok(cropped.f_grid_sampler(&grid, 0, 0, false)?)
     }
 }
 
@@ -148,7 +184,11 @@ mod tests {
     #[test]
     fn every_output_is_a_crop_of_the_padded_input() {
         let images = batch(40);
-        let config = Augmentation { pad: 2, flip: true };
+        let config = Augmentation {
+            pad: 2,
+            flip: true,
+            ..Default::default()
+        };
         let out = Augmenter::new(config, 7).apply(&images).unwrap();
         assert_eq!(out.size(), images.size());
         let padded = images.constant_pad_nd([2, 2, 2, 2]);
@@ -168,7 +208,11 @@ mod tests {
     #[test]
     fn flip_without_padding_mirrors_or_keeps_each_image() {
         let images = batch(16);
-        let config = Augmentation { pad: 0, flip: true };
+        let config = Augmentation {
+            pad: 0,
+            flip: true,
+            ..Default::default()
+        };
         let out = Augmenter::new(config, 3).apply(&images).unwrap();
         for i in 0..16 {
             let (o, x) = (out.get(i), images.get(i));
@@ -179,7 +223,11 @@ mod tests {
     #[test]
     fn seeded_augmenters_agree_and_different_seeds_differ() {
         let images = batch(8);
-        let config = Augmentation { pad: 3, flip: true };
+        let config = Augmentation {
+            pad: 3,
+            flip: true,
+            ..Default::default()
+        };
         let mut a = Augmenter::new(config, 11);
         let mut b = Augmenter::new(config, 11);
         let mut c = Augmenter::new(config, 12);
@@ -195,12 +243,46 @@ mod tests {
     }
 
     #[test]
+    fn rotation_turns_each_image_by_an_angle_within_the_bound() {
+        // A 9×9 image with one bright pixel right of centre: rotated by θ it lands at angle θ.
+        let image = Tensor::zeros([1, 1, 9, 9], (Kind::Float, Device::Cpu));
+        let _ = image.get(0).get(0).get(4).get(7).fill_(1.0);
+        let images = image.repeat([64, 1, 1, 1]);
+        let config = Augmentation {
+            rotation_degrees: 30.0,
+            ..Default::default()
+        };
+        let out = Augmenter::new(config, 5).apply(&images).unwrap();
+        assert_eq!(out.size(), images.size());
+        let mut angles = Vec::new();
+        for i in 0..64 {
+            let o = out.get(i).get(0);
+            // The centre of mass of the moved pixel, relative to the image centre.
+            let total = o.sum(Kind::Double).double_value(&[]);
+            assert!(total > 0.5, "image {i} lost its pixel");
+            let ys = Tensor::arange(9, (Kind::Double, Device::Cpu)).view([9, 1]) - 4.0;
+            let xs = Tensor::arange(9, (Kind::Double, Device::Cpu)).view([1, 9]) - 4.0;
+            let o = o.to_kind(Kind::Double);
+            let y = (&o * &ys).sum(Kind::Double).double_value(&[]) / total;
+            let x = (&o * &xs).sum(Kind::Double).double_value(&[]) / total;
+            angles.push(y.atan2(x).to_degrees());
+        }
+        assert!(angles.iter().all(|a| a.abs() <= 31.0), "{angles:?}");
+        // Both directions and more than a handful of distinct angles.
+        assert!(angles.iter().any(|a| *a > 10.0) && angles.iter().any(|a| *a < -10.0));
+        let identity = Augmenter::new(Augmentation::default(), 5)
+            .apply(&images)
+            .unwrap();
+        assert!(identity.equal(&images));
+    }
+
+    #[test]
     fn rejects_batches_that_are_not_images() {
         let flat = Tensor::zeros([4, 10], (Kind::Float, Device::Cpu));
         let mut augmenter = Augmenter::new(
             Augmentation {
                 pad: 1,
-                flip: false,
+                ..Default::default()
             },
             0,
         );

@@ -100,3 +100,11 @@ pub fn seed_sampler<N: Network>(trainer: &mut PrivateTrainer<N>, seed: u64) -> R
     *sampler = PoissonSampler::with_rng(rate, len, ChaCha20Rng::seed_from_u64(seed))?;
     Ok(())
 }
+
+/// Reseeds the trainer's augmenter, if it has one, so a simulation replays the same crops,
+/// flips and angles.
+pub fn seed_augmenter<N: Network>(trainer: &mut PrivateTrainer<N>, seed: u64) {
+    if let Some(config) = trainer.augmenter().map(crate::data::Augmenter::config) {
+        trainer.set_augmenter(Some(crate::data::Augmenter::new(config, seed)));
+    }
+}

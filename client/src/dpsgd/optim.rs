@@ -5,6 +5,7 @@
 //! updates non-private training, which keeps benchmarks comparable. Formulas follow PyTorch's
 //! `torch.optim` (decoupled from nothing: weight decay is L2 added to the gradient).
 
+use cohort_protocol::training::{LocalOptimizer, LocalTraining, LrSchedule};
 use serde::{Deserialize, Serialize};
 use tch::{TchError, Tensor};
 
@@ -107,6 +108,10 @@ pub struct OptimizerConfig {
     /// Learning-rate schedule.
     #[serde(default)]
     pub schedule: Schedule,
+    /// Linear warm-up: step k < `warmup_steps` uses (k + 1)/`warmup_steps` of the scheduled
+    /// rate.
+    #[serde(default)]
+    pub warmup_steps: usize,
 }
 
 impl OptimizerConfig {
@@ -117,6 +122,37 @@ impl OptimizerConfig {
             learning_rate,
             weight_decay: 0.0,
             schedule: Schedule::Constant,
+            warmup_steps: 0,
+        }
+    }
+
+    /// The optimiser a round of `steps` steps runs for a federation's `local` settings (the
+    /// cosine schedule anneals over those steps). `cohort train` builds its optimiser here too,
+    /// so the mapping is one function.
+    pub fn for_round(local: &LocalTraining, steps: u64) -> Self {
+        let kind = match local.optimizer {
+            LocalOptimizer::Sgd { momentum } => OptimizerKind::Sgd { momentum },
+            LocalOptimizer::Adam { beta1, beta2, eps } => OptimizerKind::Adam { beta1, beta2, eps },
+            LocalOptimizer::RmsProp { alpha, eps } => OptimizerKind::RmsProp { alpha, eps },
+            LocalOptimizer::AdaGrad { eps } => OptimizerKind::AdaGrad { eps },
+        };
+        let schedule = match local.schedule {
+            LrSchedule::Constant => Schedule::Constant,
+            LrSchedule::Step { every, gamma } => Schedule::Step {
+                every: every as usize,
+                gamma,
+            },
+            LrSchedule::Cosine { min_lr } => Schedule::Cosine {
+                total: usize::try_from(steps).unwrap_or(usize::MAX),
+                min_lr,
+            },
+        };
+        Self {
+            kind,
+            learning_rate: local.learning_rate,
+            weight_decay: local.weight_decay,
+            schedule,
+            warmup_steps: local.warmup_steps as usize,
         }
     }
 
@@ -158,9 +194,16 @@ impl Optimizer {
 
     /// The learning rate the next step will use.
     pub fn current_rate(&self) -> f64 {
-        self.config
+        let scheduled = self
+            .config
             .schedule
-            .rate(self.config.learning_rate, self.steps)
+            .rate(self.config.learning_rate, self.steps);
+        let warmup = self.config.warmup_steps;
+        if self.steps < warmup {
+            scheduled * (self.steps + 1) as f64 / warmup as f64
+        } else {
+            scheduled
+        }
     }
 
     /// Updates `params[k]` in place with `grads[k]`. The pairing must be the same on every
@@ -267,6 +310,7 @@ mod tests {
             learning_rate: lr,
             weight_decay: 0.0,
             schedule: Schedule::Constant,
+            warmup_steps: 0,
         }
         .build();
         for _ in 0..steps {
@@ -303,6 +347,7 @@ mod tests {
             learning_rate: 0.5,
             weight_decay: 0.0,
             schedule: Schedule::Constant,
+            warmup_steps: 0,
         }
         .build();
         opt.step(
@@ -325,11 +370,29 @@ mod tests {
             learning_rate: 0.1,
             weight_decay: 0.5,
             schedule: Schedule::Constant,
+            warmup_steps: 0,
         }
         .build();
         opt.step(&[theta.shallow_clone()], &[Tensor::from_slice(&[0.0f64])])
             .unwrap();
         assert!((theta.double_value(&[0]) - 1.9).abs() < 1e-12);
+    }
+
+    #[test]
+    fn warm_up_ramps_the_scheduled_rate_linearly() {
+        let theta = Tensor::from_slice(&[0.0f64]);
+        let mut opt = OptimizerConfig {
+            warmup_steps: 4,
+            ..OptimizerConfig::sgd(1.0, 0.0)
+        }
+        .build();
+        let mut rates = Vec::new();
+        for _ in 0..6 {
+            rates.push(opt.current_rate());
+            opt.step(&[theta.shallow_clone()], &[Tensor::from_slice(&[0.0f64])])
+                .unwrap();
+        }
+        assert_eq!(rates, vec![0.25, 0.5, 0.75, 1.0, 1.0, 1.0]);
     }
 
     #[test]

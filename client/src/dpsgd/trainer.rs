@@ -7,7 +7,7 @@ use super::noise::{GaussianSource, SecureGaussian};
 use super::optim::Optimizer;
 use super::sampling::PoissonSampler;
 use super::{ClippingMode, DpConfig, DpError, Network, StepAccountant, clip};
-use crate::data::Dataset;
+use crate::data::{Augmenter, Dataset};
 
 /// What one step did.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -43,6 +43,9 @@ pub struct PrivateTrainer<N: Network> {
     proximal: Option<Proximal>,
     /// White-box audit canaries ([`super::canary`]); `None` outside an audit.
     pub(super) canaries: Option<GradientCanaries>,
+    /// Transforms each Poisson batch before clipping: the augmented image is that example's
+    /// input for the step, so the privacy analysis is unchanged.
+    augmenter: Option<Augmenter>,
 }
 
 /// FedProx's proximal term (μ/2)‖w − w_global‖²: its gradient μ(w − w_global) joins the update
@@ -104,6 +107,7 @@ pub fn make_private<N: Network>(
         steps: 0,
         proximal: None,
         canaries: None,
+        augmenter: None,
     })
 }
 
@@ -162,6 +166,16 @@ impl<N: Network> PrivateTrainer<N> {
             .collect::<Result<Vec<_>, _>>()?;
         self.proximal = Some(Proximal { mu, anchor });
         Ok(())
+    }
+
+    /// Augments every batch [`Self::step_sampled`] draws (`None` stops augmenting).
+    pub fn set_augmenter(&mut self, augmenter: Option<Augmenter>) {
+        self.augmenter = augmenter;
+    }
+
+    /// The augmenter in use, if any.
+    pub fn augmenter(&self) -> Option<&Augmenter> {
+        self.augmenter.as_ref()
     }
 
     pub(super) fn sampler_mut(&mut self) -> &mut PoissonSampler {
@@ -247,7 +261,12 @@ impl<N: Network> PrivateTrainer<N> {
         }
         let indices = self.sampler.sample();
         let index = Tensor::f_from_slice(&indices)?.f_to_device(data.features.device())?;
-        let features = data.features.f_index_select(0, &index)?;
+        let mut features = data.features.f_index_select(0, &index)?;
+        if let Some(augmenter) = &mut self.augmenter {
+            features = augmenter
+                .apply(&features)
+                .map_err(|e| DpError::InvalidConfig(format!("augmentation: {e}")))?;
+        }
         let labels = data
             .labels
             .f_index_select(0, &index)?

@@ -4,7 +4,9 @@ use cohort_protocol::messages::Task;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Reduction, TchError, Tensor};
 
-use crate::data::Dataset;
+use cohort_protocol::training::LocalTraining;
+
+use crate::data::{Augmentation, Augmenter, Dataset};
 use crate::dpsgd::{self, ClippingMode, DpConfig, OptimizerConfig, PrivateTrainer};
 use crate::ledger::RdpStepAccountant;
 use crate::model::{self, ModelSpec, Tape};
@@ -51,7 +53,8 @@ pub trait LocalTrainer: Send {
     }
 }
 
-/// DP-SGD on a tch model: the task's σ, C, q and epochs; plain SGD at `learning_rate`.
+/// DP-SGD on a tch model: the task's σ, C, q and epochs, and its local training settings
+/// (plain SGD at `learning_rate` when the federation fixes none).
 #[derive(Debug)]
 pub struct DpSgdTrainer {
     data: Dataset,
@@ -121,9 +124,11 @@ fn evaluate(
 /// One round of local DP-SGD from the `global` weights, as every trainer runs it (a hospital's
 /// [`DpSgdTrainer`], the simulator's virtual clients): the model built from `spec`, exactly the
 /// ⌈E/q⌉ steps both ledgers charge (not E whole epochs of ⌈1/q⌉ steps, which is more whenever
-/// 1/q is not a whole number), and Δ in the model file's order. `prepare` may adjust the
-/// private trainer before it trains (the simulator seeds its noise and sampling). Returns Δ and
-/// the trained weights as safetensors.
+/// 1/q is not a whole number), and Δ in the model file's order. The optimiser, its schedule and
+/// the augmentation are the task's `local_training` (plain SGD at `learning_rate` without one),
+/// built by [`OptimizerConfig::for_round`]. `prepare` may adjust the private trainer before it
+/// trains (the simulator seeds its noise, sampling and augmentation). Returns Δ and the trained
+/// weights as safetensors.
 pub fn train_round(
     spec: &ModelSpec,
     device: Device,
@@ -144,14 +149,24 @@ pub fn train_round(
         sample_rate: dp.batch_sample_rate,
         clipping: ClippingMode::Auto,
     };
+    let local = task
+        .local_training
+        .unwrap_or_else(|| LocalTraining::sgd(learning_rate));
     let mut trainer = dpsgd::make_private(
         network,
-        OptimizerConfig::sgd(learning_rate, 0.0).build(),
+        OptimizerConfig::for_round(&local, dp.steps_per_round()).build(),
         config,
         data.len(),
         Box::new(RdpStepAccountant::new()),
     )
     .map_err(|e| e.to_string())?;
+    let augmentation = Augmentation::from(local.augmentation);
+    if !augmentation.is_identity() {
+        // Which crops and angles a batch gets is not secret (the batch's membership is), so an
+        // OS-seeded ordinary generator is enough; the simulator reseeds it for replay.
+        let seed = rand::random::<u64>();
+        trainer.set_augmenter(Some(Augmenter::new(augmentation, seed)));
+    }
     // FedProx: the global weights just loaded are w_global.
     if let Some(mu) = task.proximal_mu {
         trainer.add_proximal_term(mu).map_err(|e| e.to_string())?;

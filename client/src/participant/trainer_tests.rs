@@ -1,8 +1,9 @@
 use cohort_protocol::messages::DpSgdConfig;
+use cohort_protocol::training::{ImageAugmentation, LocalOptimizer, LrSchedule};
 use cohort_protocol::{Epsilon, FederationId, RoundId};
 
 use super::*;
-use crate::dpsgd::danger;
+use crate::dpsgd::{OptimizerKind, Schedule, danger};
 
 const LR: f64 = 0.5;
 
@@ -25,6 +26,7 @@ fn task(proximal_mu: Option<f64>, num_params: u64) -> Task {
         epsilon_after_round: Epsilon::new(0.0).unwrap(),
         model_spec: None,
         secure_aggregation: None,
+        local_training: None,
     }
 }
 
@@ -147,4 +149,242 @@ fn the_proximal_gradient_is_mu_times_the_distance_from_the_global_model() {
     let (spec, global, data) = setup();
     let refused = train_round(&spec, Device::Cpu, LR, &data, &global, &bad, |_| Ok(()));
     assert!(refused.unwrap_err().contains("proximal coefficient"));
+}
+
+/// Δ of a one-step round (E = 1, q = 1, σ = 0: the whole data set, no noise) through
+/// `train_round` with the task's local training settings.
+fn participant_step(
+    spec: &ModelSpec,
+    global: &[u8],
+    data: &Dataset,
+    local: LocalTraining,
+) -> Vec<f32> {
+    let (_, flat) = weights::flat_from_safetensors(global).unwrap();
+    let mut t = task(None, flat.len() as u64);
+    t.dp_sgd = DpSgdConfig {
+        noise_multiplier: 0.0,
+        clip_norm: 1.0,
+        local_epochs: 1,
+        batch_sample_rate: 1.0,
+    };
+    t.local_training = Some(local);
+    // The fallback rate must not be what runs.
+    let (output, _) = train_round(spec, Device::Cpu, 123.0, data, global, &t, |trainer| {
+        danger::seed_sampler(trainer, 4).map_err(|e| e.to_string())
+    })
+    .unwrap();
+    output.delta
+}
+
+/// The same step with an optimiser written out by hand from the library's own types.
+fn library_step(
+    spec: &ModelSpec,
+    global: &[u8],
+    data: &Dataset,
+    optimizer: OptimizerConfig,
+) -> Vec<f32> {
+    let mut vs = VarStore::new(Device::Cpu);
+    let network = model::build(&vs.root(), spec).unwrap();
+    weights::load_safetensors(&mut vs, global).unwrap();
+    let config = DpConfig {
+        noise_multiplier: 0.0,
+        max_grad_norm: 1.0,
+        sample_rate: 1.0,
+        clipping: ClippingMode::Auto,
+    };
+    let mut trainer = dpsgd::make_private(
+        network,
+        optimizer.build(),
+        config,
+        data.len(),
+        Box::new(RdpStepAccountant::new()),
+    )
+    .unwrap();
+    danger::seed_sampler(&mut trainer, 4).unwrap();
+    trainer.train_steps(data, 1, |_| {}).unwrap();
+    drop(trainer);
+    let (_, before) = weights::flat_from_safetensors(global).unwrap();
+    let (_, after) =
+        weights::flat_from_safetensors(&weights::to_safetensors(&vs).unwrap()).unwrap();
+    after.iter().zip(&before).map(|(a, b)| a - b).collect()
+}
+
+#[test]
+fn each_optimiser_and_schedule_a_federation_picks_is_the_one_that_runs() {
+    let (spec, global, data) = setup();
+    let lr = 0.05;
+    let base = LocalTraining::sgd(lr);
+    let cases: Vec<(LocalTraining, OptimizerConfig)> = vec![
+        (
+            LocalTraining {
+                optimizer: LocalOptimizer::Sgd { momentum: 0.9 },
+                weight_decay: 0.01,
+                ..base
+            },
+            OptimizerConfig {
+                kind: OptimizerKind::Sgd { momentum: 0.9 },
+                learning_rate: lr,
+                weight_decay: 0.01,
+                schedule: Schedule::Constant,
+                warmup_steps: 0,
+            },
+        ),
+        (
+            LocalTraining {
+                optimizer: LocalOptimizer::Adam {
+                    beta1: 0.8,
+                    beta2: 0.99,
+                    eps: 1e-6,
+                },
+                ..base
+            },
+            OptimizerConfig {
+                kind: OptimizerKind::Adam {
+                    beta1: 0.8,
+                    beta2: 0.99,
+                    eps: 1e-6,
+                },
+                ..OptimizerConfig::sgd(lr, 0.0)
+            },
+        ),
+        (
+            LocalTraining {
+                optimizer: LocalOptimizer::RmsProp {
+                    alpha: 0.9,
+                    eps: 1e-8,
+                },
+                ..base
+            },
+            OptimizerConfig {
+                kind: OptimizerKind::RmsProp {
+                    alpha: 0.9,
+                    eps: 1e-8,
+                },
+                ..OptimizerConfig::sgd(lr, 0.0)
+            },
+        ),
+        (
+            LocalTraining {
+                optimizer: LocalOptimizer::AdaGrad { eps: 1e-10 },
+                ..base
+            },
+            OptimizerConfig {
+                kind: OptimizerKind::AdaGrad { eps: 1e-10 },
+                ..OptimizerConfig::sgd(lr, 0.0)
+            },
+        ),
+        (
+            LocalTraining {
+                schedule: LrSchedule::Step {
+                    every: 1,
+                    gamma: 0.5,
+                },
+                warmup_steps: 4,
+                ..base
+            },
+            OptimizerConfig {
+                schedule: Schedule::Step {
+                    every: 1,
+                    gamma: 0.5,
+                },
+                warmup_steps: 4,
+                ..OptimizerConfig::sgd(lr, 0.0)
+            },
+        ),
+        (
+            LocalTraining {
+                schedule: LrSchedule::Cosine { min_lr: 0.0 },
+                ..base
+            },
+            OptimizerConfig {
+                schedule: Schedule::Cosine {
+                    total: 1,
+                    min_lr: 0.0,
+                },
+                ..OptimizerConfig::sgd(lr, 0.0)
+            },
+        ),
+    ];
+    let mut seen: Vec<Vec<f32>> = Vec::new();
+    for (local, library) in cases {
+        let got = participant_step(&spec, &global, &data, local);
+        assert_eq!(
+            got,
+            library_step(&spec, &global, &data, library),
+            "{local:?}"
+        );
+        assert!(
+            !seen.contains(&got),
+            "{local:?} ran like an earlier setting"
+        );
+        seen.push(got);
+    }
+    // Independent of the library: Adam's bias-corrected first step moves each coordinate with
+    // a gradient by the rate, and warm-up over 4 steps makes SGD's first step a quarter of
+    // plain SGD's.
+    let adam = &seen[1];
+    assert!(adam.iter().all(|d| f64::from(d.abs()) <= lr * 1.001));
+    assert!(
+        adam.iter()
+            .filter(|d| (f64::from(d.abs()) - lr).abs() < lr * 0.01)
+            .count()
+            > adam.len() / 2
+    );
+    let plain = participant_step(&spec, &global, &data, base);
+    for (w, p) in seen[4].iter().zip(&plain) {
+        assert!((w * 4.0 - p).abs() <= 1e-6 + 1e-4 * p.abs(), "{w} vs {p}");
+    }
+}
+
+#[test]
+fn a_round_with_augmentation_augments_and_still_trains() {
+    // A 1×6×6 "image" data set: augmentation must run on the batches (a flat data set would
+    // be refused by the augmenter, so success here means the image path ran).
+    tch::manual_seed(3);
+    let spec = ModelSpec {
+        input_shape: vec![1, 6, 6],
+        layers: vec![
+            crate::model::LayerSpec::Flatten,
+            crate::model::LayerSpec::Linear { out: 2, bias: true },
+        ],
+        ..ModelSpec::mlp(36, &[], 2)
+    };
+    let vs = VarStore::new(Device::Cpu);
+    model::build(&vs.root(), &spec).unwrap();
+    let global = weights::to_safetensors(&vs).unwrap();
+    let data = Dataset {
+        features: Tensor::rand([32, 1, 6, 6], (Kind::Float, Device::Cpu)),
+        labels: Tensor::randint(2, [32], (Kind::Int64, Device::Cpu)),
+        num_classes: 2,
+    };
+    let local = LocalTraining {
+        augmentation: ImageAugmentation {
+            crop_padding: 1,
+            horizontal_flip: true,
+            rotation_degrees: 15.0,
+        },
+        ..LocalTraining::sgd(0.1)
+    };
+    let plain = participant_step(&spec, &global, &data, LocalTraining::sgd(0.1));
+    let augmented = participant_step(&spec, &global, &data, local);
+    assert_eq!(augmented.len(), plain.len());
+    assert_ne!(
+        augmented, plain,
+        "the augmented batch trained like the raw one"
+    );
+    // On flat features the augmenter refuses, and so does the round: no silent skip.
+    let (flat_spec, flat_global, flat_data) = setup();
+    let (_, flat) = weights::flat_from_safetensors(&flat_global).unwrap();
+    let mut t = task(None, flat.len() as u64);
+    t.local_training = Some(local);
+    let refused = train_round(
+        &flat_spec,
+        Device::Cpu,
+        0.1,
+        &flat_data,
+        &flat_global,
+        &t,
+        |_| Ok(()),
+    );
+    assert!(refused.unwrap_err().contains("augmentation"));
 }

@@ -143,17 +143,11 @@ impl LatticeGaussian {
                 "the planned mechanism's variance",
             ));
         }
-        if let Some(index) = values
-            .iter()
-            // NaN compares as neither, so it is refused with the out-of-range values.
-            .position(|x| {
-                (x / self.granularity)
-                    .round()
-                    .abs()
-                    .partial_cmp(&MAX_LATTICE_COORDINATE)
-                    != Some(std::cmp::Ordering::Less)
-            })
-        {
+        if let Some(index) = values.iter().position(|x| {
+            let coordinate = (x / self.granularity).round().abs();
+            // NaN is not finite, so it is refused here too.
+            !coordinate.is_finite() || coordinate >= MAX_LATTICE_COORDINATE
+        }) {
             return Err(NoiseError::Overflow { index });
         }
         for x in values.iter_mut() {

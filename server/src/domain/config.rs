@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use cohort_privacy::EpsDelta;
+use cohort_protocol::training::LocalTraining;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -361,6 +362,10 @@ pub struct TrainingConfigSpec {
     /// anywhere. Refused unless it applies; the API and the dashboard show it.
     #[serde(default)]
     pub allow_unbounded_updates: bool,
+    /// The participants' local optimiser, schedule and augmentation, carried in every task;
+    /// absent, each participant runs plain SGD at its own learning rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_training: Option<LocalTraining>,
 }
 
 /// A validated training configuration. Fields are reachable through accessors only.
@@ -387,6 +392,11 @@ impl TrainingConfig {
         spec.dp_sgd.validate()?;
         spec.deadlines.validate()?;
         spec.strategy.validate()?;
+        if let Some(local) = &spec.local_training {
+            local
+                .validate()
+                .map_err(|e| ValidationError::new(e.field, e.reason))?;
+        }
         rate("client_sampling_rate", spec.client_sampling_rate)?;
         if spec.min_clients == 0 {
             return Err(ValidationError::new("min_clients", "must be at least 1"));
@@ -484,6 +494,12 @@ impl TrainingConfig {
     pub fn allows_unbounded_updates(&self) -> bool {
         self.0.allow_unbounded_updates
     }
+
+    /// The participants' local training settings, if the federation fixes them.
+    pub fn local_training(&self) -> Option<&LocalTraining> {
+        self.0.local_training.as_ref()
+    }
+
     /// The record-level DP-SGD settings.
     pub fn dp_sgd(&self) -> &DpSgdConfig {
         &self.0.dp_sgd
@@ -626,6 +642,31 @@ mod tests {
             TrainingConfig::new(s).unwrap_err().field(),
             "client_budget.delta"
         );
+    }
+
+    #[test]
+    fn local_training_is_validated_with_the_fields_name_and_round_trips() {
+        let mut s = spec();
+        s.local_training = Some(
+            serde_json::from_value(serde_json::json!({
+                "optimizer": {"name": "adam"}, "learning_rate": 0.01,
+                "schedule": {"name": "cosine", "min_lr": 0.001}, "warmup_steps": 5,
+                "augmentation": {"crop_padding": 2, "rotation_degrees": 10}
+            }))
+            .unwrap(),
+        );
+        let cfg = TrainingConfig::new(s.clone()).unwrap();
+        let text = serde_json::to_string(&cfg).unwrap();
+        assert_eq!(serde_json::from_str::<TrainingConfig>(&text).unwrap(), cfg);
+        assert_eq!(cfg.local_training(), s.local_training.as_ref());
+        if let Some(l) = s.local_training.as_mut() {
+            l.learning_rate = -1.0;
+        }
+        let err = TrainingConfig::new(s).unwrap_err();
+        assert_eq!(err.field(), "local_training.learning_rate");
+        // A config without the key stores without it.
+        let plain = serde_json::to_value(TrainingConfig::new(spec()).unwrap()).unwrap();
+        assert!(plain.get("local_training").is_none());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use cohort_privacy::accounting::{Accountant, RdpAccountant, SubsampledGaussian};
 
-use super::{LedgerAccountant, LedgerError, Mechanism, RdpAtOrders};
+use super::{LedgerAccountant, LedgerError, Mechanism, RdpCurve};
 
 impl LedgerAccountant for RdpAccountant {
     fn fresh() -> Self {
@@ -25,7 +25,7 @@ impl LedgerAccountant for RdpAccountant {
         Ok(())
     }
 
-    fn record_rdp(&mut self, rdp: &RdpAtOrders<'_>) -> Result<(), LedgerError> {
+    fn record_rdp(&mut self, rdp: RdpCurve<'_>) -> Result<(), LedgerError> {
         let per_round = rdp(self.orders())?;
         self.step_rdp(&per_round, 1)
             .map_err(|e| LedgerError::InvalidMechanism(e.to_string()))

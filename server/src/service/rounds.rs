@@ -359,6 +359,7 @@ impl Service {
             },
             update_clip: config.update_clip(),
             proximal_mu: client_config.proximal_mu,
+            local_training: config.local_training().copied(),
             num_params: layout.num_params() as u64,
             upload_deadline_ms: millis(upload_deadline),
             epsilon_after_round: Epsilon::new(0.0).map_err(ApiError::internal)?,
