@@ -353,6 +353,9 @@ pub struct TrainingConfigSpec {
     /// Whether updates travel masked under SecAgg+ (default: yes).
     #[serde(default = "default_true")]
     pub secure_aggregation: bool,
+    /// Federated evaluation on the sites' held-out records; none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation: Option<super::evaluation::EvaluationConfig>,
 }
 
 /// A validated training configuration. Fields are reachable through accessors only.
@@ -427,6 +430,9 @@ impl TrainingConfig {
             }
             _ => {}
         }
+        if let Some(evaluation) = &spec.evaluation {
+            evaluation.validate(spec.client_budget)?;
+        }
         if spec.secure_aggregation && spec.strategy.needs_individual_updates() {
             return Err(ValidationError::new(
                 "strategy",
@@ -443,6 +449,11 @@ impl TrainingConfig {
             ));
         }
         Ok(Self(spec))
+    }
+
+    /// The evaluation section, when the federation evaluates.
+    pub fn evaluation(&self) -> Option<&super::evaluation::EvaluationConfig> {
+        self.0.evaluation.as_ref()
     }
 
     /// The record-level DP-SGD settings.

@@ -6,6 +6,7 @@
 //! Entities have public fields because each field's type already carries its invariant.
 
 mod config;
+mod evaluation;
 mod ids;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ use sha2::{Digest, Sha256};
 pub use config::{
     DpSgdConfig, StageDeadlines, StrategyConfig, TrainingConfig, TrainingConfigSpec, Weighting,
 };
+pub use evaluation::{EvaluationConfig, EvaluationNoise, GroupColumn};
 pub use ids::{
     CertFingerprint, ClientId, FederationId, MAX_NAME_LEN, RoundNumber, Timestamp, VersionNumber,
 };

@@ -14,6 +14,7 @@ use super::StorageError;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_budget_audit.sql"),
+    include_str!("migrations/0003_evaluations.sql"),
 ];
 
 /// The schema version this build writes.
