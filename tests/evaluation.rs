@@ -32,7 +32,7 @@ use common::*;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use tch::nn::OptimizerConfig;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind};
 
 const SITES: usize = 10;
 const BINS: u32 = 100;
