@@ -537,7 +537,7 @@ async fn an_exhausted_site_is_not_asked_and_the_api_says_why() {
     let server = world.start().await;
     let (split, spec, initial) = trained_model();
     let mut config = evaluation_config(
-        json!({"placement": "local", "budget": {"epsilon": 1.0, "delta": 1e-5}}),
+        json!({"placement": "local", "budget": {"epsilon": 1.0, "delta": 1e-6}}),
         false,
     );
     config["evaluation"]["min_sites"] = json!(1);

@@ -164,11 +164,14 @@ impl EvaluationConfig {
                  statistics travel as plain uploads: choose \"local\" (each site adds the full noise)",
             )),
             EvaluationNoise::Local { budget } => {
-                if budget.delta() <= 0.0 || budget.delta() > client_budget.delta() {
+                // A site's ledger spends the release's δ out of its budget's δ and converts its
+                // RDP at what is left, so a release at the whole budget δ could never be paid.
+                if budget.delta() <= 0.0 || budget.delta() >= client_budget.delta() {
                     return Err(ValidationError::new(
                         "evaluation.noise.budget.delta",
                         format!(
-                            "must be > 0 and at most the client budget's delta {}",
+                            "must be > 0 and below the client budget's delta {} (each site's \
+                             ledger pays it out of that delta), e.g. a tenth of it",
                             client_budget.delta()
                         ),
                     ));
@@ -199,3 +202,7 @@ impl EvaluationConfig {
         self.per_site_release && matches!(self.noise, EvaluationNoise::Local { .. })
     }
 }
+
+#[cfg(test)]
+#[path = "evaluation_tests.rs"]
+mod tests;
