@@ -79,11 +79,21 @@ pub struct FederationBudgets {
 
 const DEFAULT_CA: &str = ".cohort/pki/ca.pem";
 
-fn validate(args: &BudgetsArgs) -> Result<Settings, String> {
-    let server = args
-        .server
-        .as_deref()
-        .ok_or("--server URL is required, e.g. --server https://127.0.0.1:8443")?;
+/// Where and how a command reaches the API: the base URL, a bearer token and the CA to pin.
+#[derive(Debug, Clone)]
+pub(crate) struct ApiConnection {
+    pub(crate) server: reqwest::Url,
+    pub(crate) token: String,
+    pub(crate) ca_pem: String,
+}
+
+/// Validates `--server`, `--token` and `--ca` as every API command takes them.
+pub(crate) fn api_connection(
+    server: Option<&str>,
+    token: Option<&str>,
+    ca: Option<&std::path::Path>,
+) -> Result<ApiConnection, String> {
+    let server = server.ok_or("--server URL is required, e.g. --server https://127.0.0.1:8443")?;
     let server = reqwest::Url::parse(server.trim_end_matches('/')).map_err(|e| {
         format!("--server {server:?} is not a URL ({e}); use e.g. https://127.0.0.1:8443")
     })?;
@@ -97,33 +107,17 @@ fn validate(args: &BudgetsArgs) -> Result<Settings, String> {
             ));
         }
     }
-    let token = args
-        .token
-        .as_deref()
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or(
-            "--token T is required (or set COHORT_TOKEN); make one with `cohort pki issue-token`",
-        )?;
+    let token = token.map(str::trim).filter(|t| !t.is_empty()).ok_or(
+        "--token T is required (or set COHORT_TOKEN); make one with `cohort pki issue-token`",
+    )?;
     if !(token.starts_with("cohort1.") && token.split('.').count() == 3) {
         return Err(
             "--token does not look like a Cohort token (cohort1.<payload>.<signature>); make one with `cohort pki issue-token`"
                 .into(),
         );
     }
-    let federation = args
-        .federation
-        .as_deref()
-        .map(|f| FederationId::parse(f).map_err(|e| format!("--federation: {e}")))
-        .transpose()?;
-    let format = match (args.json, args.csv) {
-        (true, true) => return Err("--json and --csv cannot be combined; pick one".into()),
-        (true, false) => Format::Json,
-        (false, true) => Format::Csv,
-        (false, false) => Format::Table,
-    };
-    let ca_path = match &args.ca {
-        Some(p) => p.clone(),
+    let ca_path = match ca {
+        Some(p) => p.to_path_buf(),
         None if std::path::Path::new(DEFAULT_CA).exists() => PathBuf::from(DEFAULT_CA),
         None if server.scheme() == "http" => PathBuf::new(),
         None => {
@@ -148,16 +142,44 @@ fn validate(args: &BudgetsArgs) -> Result<Settings, String> {
         }
         pem
     };
-    Ok(Settings {
+    Ok(ApiConnection {
         server,
         token: token.to_owned(),
+        ca_pem,
+    })
+}
+
+fn validate(args: &BudgetsArgs) -> Result<Settings, String> {
+    let ApiConnection {
+        server,
+        token,
+        ca_pem,
+    } = api_connection(
+        args.server.as_deref(),
+        args.token.as_deref(),
+        args.ca.as_deref(),
+    )?;
+    let federation = args
+        .federation
+        .as_deref()
+        .map(|f| FederationId::parse(f).map_err(|e| format!("--federation: {e}")))
+        .transpose()?;
+    let format = match (args.json, args.csv) {
+        (true, true) => return Err("--json and --csv cannot be combined; pick one".into()),
+        (true, false) => Format::Json,
+        (false, true) => Format::Csv,
+        (false, false) => Format::Table,
+    };
+    Ok(Settings {
+        server,
+        token,
         federation,
         format,
         ca_pem,
     })
 }
 
-fn http_client(ca_pem: &str) -> Result<reqwest::Client, String> {
+pub(crate) fn http_client(ca_pem: &str) -> Result<reqwest::Client, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
@@ -179,7 +201,7 @@ fn http_client(ca_pem: &str) -> Result<reqwest::Client, String> {
 }
 
 /// The innermost cause of a reqwest error: "connection refused", "certificate not trusted".
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e;
     while let Some(next) = cur.source() {
         cur = next;

@@ -28,6 +28,12 @@ enum Command {
     Privacy(crate::privacy_cmd::PrivacyArgs),
     /// Per-client privacy budgets of a running server: spent and budget ε, δ, status.
     Budgets(crate::budgets_cmd::BudgetsArgs),
+    /// Evaluate a federation's model on the sites' held-out records (noised statistics, charged
+    /// to every asked site's budget) and print the report when it closes.
+    Evaluate(crate::evaluate_cmd::EvaluateArgs),
+    /// Every evaluation of a federation: accuracy, AUROC, calibration, per-group rates and gaps,
+    /// each with its noise-aware interval.
+    Report(crate::evaluate_cmd::ReportArgs),
     /// Take part in a federation: enrol once, then train and upload securely each round.
     Join(crate::join_cmd::JoinArgs),
     /// Train a model with DP-SGD on this site's own data, within the local privacy budget.
@@ -82,6 +88,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Bench(args) => crate::bench::run(&args),
         Command::Privacy(args) => crate::privacy_cmd::run(&args),
         Command::Budgets(args) => crate::budgets_cmd::run(&args),
+        Command::Evaluate(args) => crate::evaluate_cmd::run_evaluate(&args),
+        Command::Report(args) => crate::evaluate_cmd::run_report(&args),
         Command::Join(args) => crate::join_cmd::run(&args),
         Command::Train(args) => crate::train_cmd::run(&args),
         Command::Demo(args) => crate::demo_cmd::run(&args),

@@ -12,7 +12,7 @@ use cohort_client::data::{self, DataSpec};
 use cohort_client::ledger::LocalLedger;
 use cohort_client::participant::https::{HttpsTransport, Identity, enrol};
 use cohort_client::participant::{
-    DpSgdTrainer, Participant, Poll, RetryPolicy, RoundOutcome, TransportError,
+    DpSgdTrainer, HeldOut, Participant, Poll, RetryPolicy, RoundOutcome, TransportError,
 };
 use cohort_privacy::EpsDelta;
 
@@ -260,7 +260,16 @@ async fn join(args: &JoinArgs, settings: JoinSettings) -> ExitCode {
         Ok(t) => t,
         Err(e) => return fail(e),
     };
-    let trainer = DpSgdTrainer::new(train, None, settings.device, settings.learning_rate);
+    // The held-out split answers evaluation tasks; training never sees it.
+    let held_out = match split.test.to_device(settings.device) {
+        Ok(data) => HeldOut {
+            data,
+            groups: split.info.groups.map(|g| (g.name, g.test)),
+        },
+        Err(e) => return fail(format!("cannot move the held-out data to the device: {e}")),
+    };
+    let trainer = DpSgdTrainer::new(train, None, settings.device, settings.learning_rate)
+        .with_held_out(held_out);
     let budget = ledger.budget();
     let spent = ledger.spent_epsilon().unwrap_or(f64::INFINITY);
     println!(
@@ -299,6 +308,11 @@ async fn join(args: &JoinArgs, settings: JoinSettings) -> ExitCode {
                     last_refusal = Some(reason);
                 }
                 retry
+            }
+            Ok(Poll::Evaluated(report)) => {
+                failures = 0;
+                println!("{report}");
+                Duration::from_millis(200)
             }
             Ok(Poll::Round(report)) => {
                 failures = 0;

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod demo;
 pub mod demo_cmd;
 pub mod doctor;
+pub mod evaluate_cmd;
 pub mod format;
 pub mod join_cmd;
 pub mod privacy_cmd;

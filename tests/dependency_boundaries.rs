@@ -66,6 +66,21 @@ fn privacy_is_pure_and_at_the_bottom() {
 }
 
 #[test]
+fn evaluation_is_pure_and_above_privacy_only() {
+    assert_lacks(
+        "cohort-evaluation",
+        &[
+            "tch",
+            "torch-sys",
+            "tokio",
+            "cohort-protocol",
+            "cohort-server",
+            "cohort-client",
+        ],
+    );
+}
+
+#[test]
 fn protocol_depends_only_downward() {
     assert_lacks(
         "cohort-protocol",

@@ -15,6 +15,7 @@ simulator run the very same code and so that every function can be tested in iso
 pub mod accounting;
 pub mod audit;
 pub mod budget;
+pub mod integer_release;
 pub mod quantize;
 #[cfg(feature = "scalar-release")]
 pub mod release;

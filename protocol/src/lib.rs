@@ -22,6 +22,7 @@ assert_eq!(frame.first_non_finite(), None);
 
 pub mod budgets;
 pub mod epsilon;
+pub mod evaluation;
 pub mod frame;
 pub mod ids;
 pub mod messages;

@@ -203,6 +203,8 @@ pub struct Task {
 pub enum TaskPoll {
     /// Train this.
     Train(Task),
+    /// Evaluate a model version on the held-out split and release its statistics.
+    Evaluate(crate::evaluation::EvaluationTask),
     /// Nothing for this client now; poll again after the `Retry-After` header's seconds.
     Wait {
         /// The same value as `Retry-After`.

@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A federation's local training settings.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LocalTraining {
     /// The update rule.
@@ -33,7 +33,7 @@ pub struct LocalTraining {
 }
 
 /// The local update rule. Defaults are PyTorch's.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "name", rename_all = "snake_case", deny_unknown_fields)]
 pub enum LocalOptimizer {
     /// SGD with heavy-ball momentum in [0, 1) (0 for none).
@@ -88,7 +88,7 @@ fn eps_adagrad() -> f64 {
 }
 
 /// A learning-rate schedule over one round's steps (the optimiser starts afresh each round).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "name", rename_all = "snake_case", deny_unknown_fields)]
 pub enum LrSchedule {
     /// The base rate throughout.
@@ -110,7 +110,7 @@ pub enum LrSchedule {
 }
 
 /// Random transformations of `[B, C, H, W]` image batches, drawn fresh for every batch.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImageAugmentation {
     /// Zero-pad each side by this many pixels (≤ 16), then crop back at a random offset.

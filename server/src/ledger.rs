@@ -297,6 +297,16 @@ pub fn admit<A: LedgerAccountant>(
     admit_with::<A>(account, budget, |acc| acc.record(mechanism, steps))
 }
 
+/// Whether an account can afford one integer release of the Skellam mechanism `charge` (a
+/// site's evaluation statistics), composed by its RDP into the same state as its training.
+pub fn admit_release<A: LedgerAccountant>(
+    account: Option<&AccountRecord>,
+    budget: EpsDelta,
+    charge: &SkellamCharge,
+) -> Result<Admitted, Refusal> {
+    admit_with::<A>(account, budget, |acc| acc.record_skellam(charge))
+}
+
 /// Projects one account through whatever `charge` records and checks it against `budget`.
 fn admit_with<A: LedgerAccountant>(
     account: Option<&AccountRecord>,

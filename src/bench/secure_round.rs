@@ -98,7 +98,8 @@ fn mean_max(v: &[Duration]) -> (f64, f64) {
 /// What a benchmark client runs in place of training.
 enum BenchTrainer {
     Random(RandomUpdate),
-    DpSgd(BlockingTrainer),
+    // Boxed: a DP-SGD trainer carries its data sets, the random one a seed.
+    DpSgd(Box<BlockingTrainer>),
 }
 
 impl LocalTrainer for BenchTrainer {
@@ -312,7 +313,7 @@ fn trainers(
         .iter()
         .map(|d| {
             let t = DpSgdTrainer::new(train::share(d), Some(spec.clone()), tch::Device::Cpu, 0.1);
-            BenchTrainer::DpSgd(BlockingTrainer(t, slots.cloned()))
+            BenchTrainer::DpSgd(Box::new(BlockingTrainer(t, slots.cloned())))
         })
         .collect())
 }

@@ -366,6 +366,17 @@ impl Transport for HttpsTransport {
         Box::pin(async move { call.await.map(|_| ()) })
     }
 
+    fn send_statistics(
+        &self,
+        evaluation: u64,
+        upload: cohort_protocol::evaluation::StatisticsUpload,
+    ) -> Call<'_, cohort_protocol::evaluation::StatisticsReceipt> {
+        self.post_json(
+            format!("{}/evaluations/{evaluation}/statistics", self.base),
+            upload,
+        )
+    }
+
     fn send_keys(&self, round: u64, keys: PublicKeys) -> Call<'_, StageReceipt> {
         self.post_json(self.round_url(round, "secagg/keys"), keys)
     }

@@ -24,6 +24,7 @@ TLS, or an in-process implementation for a simulator. Calls are retried with exp
 backoff and jitter; every message is safe to re-send.
 */
 
+pub mod evaluation;
 pub mod https;
 pub mod secure;
 pub mod trainer;
@@ -38,6 +39,7 @@ use cohort_protocol::frame::encode_f32;
 use cohort_protocol::messages::{MetricsUpload, ReleasedMetric, Task, TaskPoll};
 
 use crate::ledger::{LedgerError, LocalLedger};
+pub use evaluation::{EvaluationOutcome, EvaluationReport, HeldOut};
 pub use secure::{RetryPolicy, SecureOutcome, SecureReport};
 pub use trainer::{
     DpSgdTrainer, LocalMetrics, LocalTrainer, MAX_RELEASED_LOSS, TrainOutput, train_round,
@@ -167,6 +169,8 @@ pub enum Poll {
     Wait(Duration),
     /// A task was run.
     Round(RoundReport),
+    /// An evaluation task was answered (or refused by the local budget).
+    Evaluated(EvaluationReport),
     /// The server does not schedule this client, and says why (an exhausted budget).
     Ineligible {
         /// The server's reason.
@@ -187,6 +191,8 @@ pub struct Participant<T, L> {
     /// A known seed for the update's encoding randomness (simulations only).
     encoding_seed: Option<[u8; 32]>,
     metrics_release: Option<EpsDelta>,
+    /// Evaluations answered by this process (noise-off ones leave no ledger line).
+    answered: std::collections::BTreeSet<u64>,
 }
 
 impl<T: Transport, L: LocalTrainer> Participant<T, L> {
@@ -200,6 +206,7 @@ impl<T: Transport, L: LocalTrainer> Participant<T, L> {
             retry: RetryPolicy::default(),
             encoding_seed: None,
             metrics_release: None,
+            answered: Default::default(),
         }
     }
 
@@ -274,6 +281,7 @@ impl<T: Transport, L: LocalTrainer> Participant<T, L> {
             secure::with_retries(&self.retry, || self.transport.poll_task(sample_count)).await?;
         match poll {
             TaskPoll::Train(task) => Ok(Poll::Round(self.run_task(task).await?)),
+            TaskPoll::Evaluate(task) => Ok(Poll::Evaluated(self.run_evaluation(task).await?)),
             TaskPoll::Wait { retry_after_s } => {
                 Ok(Poll::Wait(Duration::from_secs(retry_after_s.max(1))))
             }

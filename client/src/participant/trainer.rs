@@ -1,11 +1,13 @@
 //! Local training behind a small trait, so the loop does not care how Δ is produced.
 
+use cohort_protocol::evaluation::EvaluationTask;
 use cohort_protocol::messages::Task;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Reduction, TchError, Tensor};
 
 use cohort_protocol::training::LocalTraining;
 
+use super::evaluation::{HeldOut, site_statistics};
 use crate::data::{Augmentation, Augmenter, Dataset};
 use crate::dpsgd::{self, ClippingMode, DpConfig, OptimizerConfig, PrivateTrainer};
 use crate::ledger::RdpStepAccountant;
@@ -51,6 +53,18 @@ pub trait LocalTrainer: Send {
     fn metrics(&mut self) -> Option<LocalMetrics> {
         None
     }
+
+    /// The exact evaluation statistics of the model in `global` on this site's held-out
+    /// records, in the task shape's layout. The default holds no held-out split and refuses
+    /// (before anything is charged).
+    fn held_out_statistics(
+        &mut self,
+        global: &[u8],
+        task: &EvaluationTask,
+    ) -> Result<Vec<i64>, String> {
+        let _ = (global, task);
+        Err("this trainer holds no held-out split to evaluate on".into())
+    }
 }
 
 /// DP-SGD on a tch model: the task's σ, C, q and epochs, and its local training settings
@@ -62,6 +76,7 @@ pub struct DpSgdTrainer {
     device: Device,
     learning_rate: f64,
     last: Option<LocalMetrics>,
+    held_out: Option<HeldOut>,
 }
 
 impl DpSgdTrainer {
@@ -74,6 +89,23 @@ impl DpSgdTrainer {
             device,
             learning_rate,
             last: None,
+            held_out: None,
+        }
+    }
+
+    /// Answers evaluation tasks on `held_out` (the split training never sees).
+    pub fn with_held_out(mut self, held_out: HeldOut) -> Self {
+        self.held_out = Some(held_out);
+        self
+    }
+
+    fn model_spec(&self, from_task: Option<&serde_json::Value>) -> Result<ModelSpec, String> {
+        match (&self.spec, from_task) {
+            (Some(s), _) => Ok(s.clone()),
+            (None, Some(v)) => serde_json::from_value::<ModelSpec>(v.clone()).map_err(|e| {
+                format!("the federation's model_spec is not a model this client can build: {e}")
+            }),
+            (None, None) => Err("the task carries no model_spec and none was given locally".into()),
         }
     }
 }
@@ -195,15 +227,7 @@ pub fn train_round(
 impl LocalTrainer for DpSgdTrainer {
     fn train(&mut self, global: &[u8], task: &Task) -> Result<TrainOutput, String> {
         self.last = None;
-        let spec = match (&self.spec, &task.model_spec) {
-            (Some(s), _) => s.clone(),
-            (None, Some(v)) => serde_json::from_value::<ModelSpec>(v.clone()).map_err(|e| {
-                format!("the federation's model_spec is not a model this client can build: {e}")
-            })?,
-            (None, None) => {
-                return Err("the task carries no model_spec and none was given locally".into());
-            }
-        };
+        let spec = self.model_spec(task.model_spec.as_ref())?;
         let (output, after_bytes) = train_round(
             &spec,
             self.device,
@@ -224,6 +248,18 @@ impl LocalTrainer for DpSgdTrainer {
 
     fn metrics(&mut self) -> Option<LocalMetrics> {
         self.last.take()
+    }
+
+    fn held_out_statistics(
+        &mut self,
+        global: &[u8],
+        task: &EvaluationTask,
+    ) -> Result<Vec<i64>, String> {
+        let spec = self.model_spec(task.model_spec.as_ref())?;
+        let held_out = self.held_out.as_ref().ok_or_else(|| {
+            "this site was started without a held-out split to evaluate on".to_owned()
+        })?;
+        site_statistics(&spec, self.device, global, held_out, task)
     }
 }
 

@@ -87,6 +87,20 @@ pub trait Transport: Send + Sync {
             ))
         })
     }
+    /// An evaluation's released statistics. Transports that cannot carry them keep this
+    /// default, which refuses.
+    fn send_statistics(
+        &self,
+        evaluation: u64,
+        upload: cohort_protocol::evaluation::StatisticsUpload,
+    ) -> Call<'_, cohort_protocol::evaluation::StatisticsReceipt> {
+        let _ = (evaluation, upload);
+        Box::pin(async {
+            Err(TransportError::Decode(
+                "this transport does not carry evaluation statistics".into(),
+            ))
+        })
+    }
     /// SecAgg stage 1.
     fn send_keys(&self, round: u64, keys: PublicKeys) -> Call<'_, StageReceipt>;
     /// The key directory.

@@ -366,6 +366,9 @@ pub struct TrainingConfigSpec {
     /// absent, each participant runs plain SGD at its own learning rate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_training: Option<LocalTraining>,
+    /// Federated evaluation on the sites' held-out records; none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation: Option<super::evaluation::EvaluationConfig>,
 }
 
 /// A validated training configuration. Fields are reachable through accessors only.
@@ -449,6 +452,9 @@ impl TrainingConfig {
             }
             _ => {}
         }
+        if let Some(evaluation) = &spec.evaluation {
+            evaluation.validate(spec.client_budget)?;
+        }
         if spec.secure_aggregation && spec.strategy.needs_individual_updates() {
             return Err(ValidationError::new(
                 "strategy",
@@ -498,6 +504,11 @@ impl TrainingConfig {
     /// The participants' local training settings, if the federation fixes them.
     pub fn local_training(&self) -> Option<&LocalTraining> {
         self.0.local_training.as_ref()
+    }
+
+    /// The evaluation section, when the federation evaluates.
+    pub fn evaluation(&self) -> Option<&super::evaluation::EvaluationConfig> {
+        self.0.evaluation.as_ref()
     }
 
     /// The record-level DP-SGD settings.

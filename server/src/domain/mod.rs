@@ -7,6 +7,7 @@
 
 mod budget;
 mod config;
+mod evaluation;
 mod ids;
 
 use std::collections::BTreeMap;
@@ -20,6 +21,7 @@ pub use budget::{BudgetFields, MAX_EPSILON_BUDGET, validate_budget, validate_eps
 pub use config::{
     DpSgdConfig, StageDeadlines, StrategyConfig, TrainingConfig, TrainingConfigSpec, Weighting,
 };
+pub use evaluation::{EvaluationConfig, EvaluationNoise, GroupColumn};
 pub use ids::{
     CertFingerprint, ClientId, FederationId, MAX_NAME_LEN, RoundNumber, Timestamp, VersionNumber,
 };

@@ -7,6 +7,7 @@
 mod admin;
 mod budgets;
 pub mod error;
+mod evaluation;
 pub mod extract;
 mod handlers;
 pub mod limits;
@@ -88,6 +89,14 @@ pub fn app(state: AppState) -> Router {
             put(handlers::upload_update),
         )
         .route("/v1/federations/{fed}/task", get(handlers::poll_task))
+        .route(
+            "/v1/federations/{fed}/evaluations",
+            get(evaluation::list_evaluations).post(evaluation::open_evaluation),
+        )
+        .route(
+            "/v1/federations/{fed}/evaluations/{evaluation}/statistics",
+            post(evaluation::upload_statistics),
+        )
         .route(
             "/v1/federations/{fed}/models/{version}",
             get(handlers::get_model),

@@ -7,6 +7,9 @@
 //! table against the router in both directions.
 
 use cohort_protocol::budgets::{AuditEntry, BudgetChangeRequest, BudgetChanged, MyBudget};
+use cohort_protocol::evaluation::{
+    EvaluationView, OpenEvaluation, StatisticsReceipt, StatisticsUpload,
+};
 use cohort_protocol::messages::{
     BudgetsView, ClientCreated, ClientView, CreateClient, EnrolRequest, EnrolResponse, RoundView,
     TaskPoll, UploadReceipt,
@@ -402,11 +405,40 @@ pub const OPERATIONS: &[Operation] = &[
         ..op(
             Get,
             "/v1/federations/{fed}/task",
-            "Poll for a task; `wait` answers carry Retry-After",
+            "Poll for a task (train, evaluate, wait or ineligible); `wait` answers carry Retry-After",
             ClientCertificate,
             Content::Json(json::<TaskPoll>),
         )
     },
+    op(
+        Get,
+        "/v1/federations/{fed}/evaluations",
+        "Evaluations, oldest first, each with its model version, the sites asked and not asked (with why), the noise, and the report once closed",
+        Viewer,
+        Content::Json(array::<EvaluationView>),
+    ),
+    with_body(
+        op(
+            Post,
+            "/v1/federations/{fed}/evaluations",
+            "Evaluate a model version now: `{}` for the latest or `{\"model_version\": V}`; asked sites are charged before they learn of it",
+            Admin,
+            Content::Json(json::<EvaluationView>),
+        ),
+        Content::Json(json::<OpenEvaluation>),
+        201,
+    ),
+    with_body(
+        op(
+            Post,
+            "/v1/federations/{fed}/evaluations/{evaluation}/statistics",
+            "A site's released statistics (`values`: the noised integer vector, `charged`: what its ledger charged); the wrong shape or impossible counts are refused and change nothing",
+            ClientCertificate,
+            Content::Json(json::<StatisticsReceipt>),
+        ),
+        Content::Json(json::<StatisticsUpload>),
+        200,
+    ),
     op(
         Get,
         "/v1/federations/{fed}/models/{version}",
@@ -429,6 +461,11 @@ fn path_parameter(name: &str, components: &mut Components) -> Value {
         "fed" => reference::<cohort_protocol::FederationId>(components),
         "client" => reference::<cohort_protocol::ClientId>(components),
         "round" => reference::<cohort_protocol::RoundId>(components),
+        // An evaluation's number, as the server counts them per federation.
+        "evaluation" => json!({
+            "type": "string",
+            "pattern": "^(0|[1-9][0-9]{0,17})$"
+        }),
         // A model version: 0 (the initial weights) up to 2^63 − 1, or `latest`.
         "version" => json!({
             "type": "string",

@@ -3,6 +3,7 @@
 
 mod bounded;
 pub mod budgets;
+mod evaluation;
 pub mod released;
 mod rounds;
 pub mod secagg;
@@ -100,6 +101,8 @@ pub struct Service {
     /// A seeded generator for client sampling, set only by a simulator that must replay a
     /// run; `None` (always, in a deployment) samples from the OS.
     sampling_rng: Mutex<Option<rand_chacha::ChaCha20Rng>>,
+    /// Open evaluations and their scheduling (see [`evaluation`]).
+    evaluations: evaluation::Evaluations,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -171,6 +174,7 @@ impl Service {
             last_closed: Mutex::new(HashMap::new()),
             model_cache: Mutex::new(HashMap::new()),
             sampling_rng: Mutex::new(None),
+            evaluations: evaluation::Evaluations::default(),
         }
     }
 

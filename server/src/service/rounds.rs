@@ -401,6 +401,9 @@ impl Service {
         let (f, c) = (fed.clone(), client.id.clone());
         self.blocking(move |s| s.touch_client(&f, &c, sample_count, Timestamp::now()))
             .await?;
+        if let Some(task) = self.evaluation_task(fed, &client.id).await? {
+            return Ok(TaskPoll::Evaluate(task));
+        }
         if let Some(lr) = self.live_round(fed) {
             let g = lr.lock().await;
             let now = Timestamp::now();
@@ -838,6 +841,7 @@ impl Service {
                 self.metrics.round_aborted();
             }
         }
+        self.tick_evaluations().await;
         if self.settings.round_interval.is_zero() {
             return;
         }

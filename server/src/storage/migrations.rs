@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_budget_audit.sql"),
     include_str!("migrations/0003_bounded_inputs.sql"),
+    include_str!("migrations/0004_evaluations.sql"),
 ];
 
 /// The schema version this build writes.

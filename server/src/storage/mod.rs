@@ -22,6 +22,7 @@
 pub mod audit;
 mod blobs;
 mod error;
+pub mod evaluation;
 mod migrations;
 mod sqlite;
 
@@ -319,6 +320,28 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         federation: &FederationId,
         client: Option<&ClientId>,
     ) -> Result<Vec<AuditRecord>, StorageError>;
+
+    /// Opens an evaluation: its row, every asked site's charge and account, in one
+    /// transaction. An evaluation of the federation still open (left by a previous process)
+    /// is aborted first.
+    fn open_evaluation(
+        &self,
+        opening: &evaluation::EvaluationOpening,
+    ) -> Result<evaluation::StoredEvaluation, StorageError>;
+    /// Closes an open evaluation with its result (`Conflict` if it is not open).
+    fn close_evaluation(
+        &self,
+        federation: &FederationId,
+        number: u64,
+        state: evaluation::StoredEvaluationState,
+        result: &str,
+        at: Timestamp,
+    ) -> Result<evaluation::StoredEvaluation, StorageError>;
+    /// Every evaluation of a federation, oldest first.
+    fn evaluations(
+        &self,
+        federation: &FederationId,
+    ) -> Result<Vec<evaluation::StoredEvaluation>, StorageError>;
 }
 
 #[cfg(test)]

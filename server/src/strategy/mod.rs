@@ -21,7 +21,7 @@ pub mod state;
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use cohort_evaluation::{Derivation, Released, Report};
 
 use crate::aggregate::SummedUpdates;
 use crate::domain::{ClientId, RoundNumber, StrategyConfig, ValidationError, Weighting};
@@ -71,26 +71,15 @@ pub struct FitFailure {
     pub reason: String,
 }
 
-/// One client's evaluation report.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct EvaluateResult {
-    /// Records evaluated.
-    pub num_examples: u64,
-    /// Mean loss over them.
-    pub loss: f64,
-    /// Accuracy, if the task has one.
-    pub accuracy: Option<f64>,
-}
-
-/// An aggregated evaluation.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct EvaluateSummary {
-    /// Example-weighted mean loss.
-    pub loss: f64,
-    /// Example-weighted mean accuracy over the clients that reported one.
-    pub accuracy: Option<f64>,
-    /// Total examples.
-    pub num_examples: u64,
+/// What an evaluation's sites released, summed, and how to read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvaluateResults<'a> {
+    /// The sum of the sites' (noisy) statistics.
+    pub summed: &'a Released,
+    /// The noise in the sum and the suppression threshold.
+    pub derivation: Derivation,
+    /// Sites whose statistics arrived.
+    pub sites: usize,
 }
 
 /// Why a strategy could not aggregate.
@@ -170,24 +159,22 @@ pub trait Strategy: Send + fmt::Debug {
         failures: &[FitFailure],
     ) -> Result<Option<Vec<f32>>, StrategyError>;
 
-    /// Configuration each participant receives with an evaluation task.
-    fn configure_evaluate(&self, _round: RoundNumber) -> ClientConfig {
+    /// Configuration each site receives with an evaluation task (sent as the task's
+    /// `config`).
+    fn configure_evaluate(&self, _evaluation: u64) -> ClientConfig {
         ClientConfig::new()
     }
 
-    /// Aggregates evaluation reports: example-weighted means; `None` if there are none.
+    /// The federation's figures from an evaluation's summed statistics; `None` publishes no
+    /// report. The default derives every figure with its noise-aware interval. Whatever a
+    /// strategy computes here is post-processing of the release: it cannot cost privacy.
     fn aggregate_evaluate(
         &self,
-        _round: RoundNumber,
-        results: &[EvaluateResult],
+        _evaluation: u64,
+        results: &EvaluateResults<'_>,
         _failures: &[FitFailure],
-    ) -> Option<EvaluateSummary> {
-        weighted_evaluation(results)
-    }
-
-    /// Centralised evaluation on the server; the server holds no data, so by default none.
-    fn evaluate(&self, _round: RoundNumber, _parameters: &[f32]) -> Option<EvaluateSummary> {
-        None
+    ) -> Option<Report> {
+        Some(Report::derive(results.summed, results.derivation))
     }
 
     /// Optimiser state to commit with the model version (`None`: stateless).
@@ -202,31 +189,6 @@ pub trait Strategy: Send + fmt::Debug {
             self.name()
         )))
     }
-}
-
-/// Example-weighted mean of evaluation reports.
-pub fn weighted_evaluation(results: &[EvaluateResult]) -> Option<EvaluateSummary> {
-    let total: u64 = results.iter().map(|r| r.num_examples).sum();
-    if total == 0 {
-        return None;
-    }
-    let loss = results
-        .iter()
-        .map(|r| r.num_examples as f64 * r.loss)
-        .sum::<f64>()
-        / total as f64;
-    let with_acc: Vec<_> = results
-        .iter()
-        .filter_map(|r| r.accuracy.map(|a| (r.num_examples, a)))
-        .collect();
-    let acc_total: u64 = with_acc.iter().map(|(n, _)| n).sum();
-    let accuracy = (acc_total > 0)
-        .then(|| with_acc.iter().map(|(n, a)| *n as f64 * a).sum::<f64>() / acc_total as f64);
-    Some(EvaluateSummary {
-        loss,
-        accuracy,
-        num_examples: total,
-    })
 }
 
 /// Builds the strategy a federation configured. Refuses robust aggregators under secure

@@ -233,24 +233,38 @@ fn overflow_is_refused_not_committed() {
 }
 
 #[test]
-fn evaluation_is_example_weighted() {
-    let r = [
-        EvaluateResult {
-            num_examples: 10,
-            loss: 1.0,
-            accuracy: Some(0.5),
-        },
-        EvaluateResult {
-            num_examples: 30,
-            loss: 2.0,
-            accuracy: None,
-        },
-    ];
-    let s = FedAvg::new(Weighting::Uniform)
-        .aggregate_evaluate(round(1), &r, &[])
-        .unwrap();
-    assert_eq!((s.loss, s.accuracy, s.num_examples), (1.75, Some(0.5), 40));
-    assert_eq!(weighted_evaluation(&[]), None);
+fn the_default_evaluation_derives_the_report_from_the_sum() {
+    use cohort_evaluation::{
+        ClassificationShape, Derivation, Plausibility, Released, Report, Shape,
+    };
+    let shape = ClassificationShape::new(2, 1, 4, 1.0, 1).unwrap();
+    let mut v = vec![0; shape.len()];
+    v[shape.confusion_index(0, 0, 0)] = 30;
+    v[shape.confusion_index(0, 1, 1)] = 10;
+    v[shape.count_index()] = 40;
+    let summed = Released::parse(
+        Shape::Classification(shape),
+        v,
+        Plausibility::Noisy { std: 1.0 },
+    )
+    .unwrap();
+    let derivation = Derivation {
+        noise_variance: 1.0,
+        min_count: 0,
+    };
+    let results = EvaluateResults {
+        summed: &summed,
+        derivation,
+        sites: 2,
+    };
+    let strategy = FedAvg::new(Weighting::Uniform);
+    assert!(strategy.configure_evaluate(1).is_empty());
+    let report = strategy.aggregate_evaluate(1, &results, &[]).unwrap();
+    assert_eq!(report, Report::derive(&summed, derivation));
+    let Report::Classification(c) = report else {
+        panic!("classification")
+    };
+    assert_eq!(c.accuracy.estimate(), Some(1.0));
 }
 
 proptest! {

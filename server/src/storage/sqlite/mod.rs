@@ -580,5 +580,6 @@ fn current_round_in(conn: &Connection, fed: &FederationId) -> Result<Option<Roun
 }
 
 mod audit;
+mod evaluation;
 mod ops;
 mod round_tx;

@@ -550,4 +550,29 @@ impl Storage for SqliteStorage {
         let conn = self.conn();
         super::audit::list(&conn, federation, client)
     }
+
+    fn open_evaluation(
+        &self,
+        opening: &crate::storage::evaluation::EvaluationOpening,
+    ) -> Result<crate::storage::evaluation::StoredEvaluation, StorageError> {
+        self.open_evaluation_tx(opening)
+    }
+
+    fn close_evaluation(
+        &self,
+        federation: &FederationId,
+        number: u64,
+        state: crate::storage::evaluation::StoredEvaluationState,
+        result: &str,
+        at: Timestamp,
+    ) -> Result<crate::storage::evaluation::StoredEvaluation, StorageError> {
+        self.close_evaluation_tx(federation, number, state, result, at)
+    }
+
+    fn evaluations(
+        &self,
+        federation: &FederationId,
+    ) -> Result<Vec<crate::storage::evaluation::StoredEvaluation>, StorageError> {
+        self.evaluations_query(federation)
+    }
 }
