@@ -304,7 +304,9 @@ pub fn admit_release<A: LedgerAccountant>(
     budget: EpsDelta,
     charge: &SkellamCharge,
 ) -> Result<Admitted, Refusal> {
-    admit_with::<A>(account, budget, |acc| acc.record_skellam(charge))
+    admit_with::<A>(account, budget, |acc| {
+        acc.record_rdp(&|orders| charge.rdp(orders))
+    })
 }
 
 /// Projects one account through whatever `charge` records and checks it against `budget`.

@@ -27,6 +27,7 @@ pub enum EvaluationNoise {
     /// Every site adds the full Skellam noise calibrated to `budget` on its own.
     Local {
         /// What one evaluation may cost a record at one site.
+        #[schema(value_type = cohort_protocol::schema::EpsDeltaSchema)]
         budget: EpsDelta,
     },
     /// Only the SecAgg+ sum would carry the noise. Refused at creation: evaluation statistics
@@ -34,6 +35,7 @@ pub enum EvaluationNoise {
     /// under-noised in the server's view.
     Distributed {
         /// What one evaluation may cost a record.
+        #[schema(value_type = cohort_protocol::schema::EpsDeltaSchema)]
         budget: EpsDelta,
     },
     /// No noise and no privacy claim: an explicit opt-out for tests, shown on every report.

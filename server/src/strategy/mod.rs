@@ -161,8 +161,12 @@ pub trait Strategy: Send + fmt::Debug {
 
     /// Configuration each site receives with an evaluation task (sent as the task's
     /// `config`).
-    fn configure_evaluate(&self, _evaluation: u64) -> ClientConfig {
-        ClientConfig::new()
+    ///
+    /// Free-form on purpose, unlike [`ClientConfig`]: Cohort's own client evaluates every task
+    /// the same way and reads none of it; a deployment's own client may (a threshold, a
+    /// subgroup to report), without a protocol change.
+    fn configure_evaluate(&self, _evaluation: u64) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::Map::new()
     }
 
     /// The federation's figures from an evaluation's summed statistics; `None` publishes no
