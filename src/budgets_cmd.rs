@@ -150,15 +150,7 @@ pub(crate) fn api_connection(
 }
 
 fn validate(args: &BudgetsArgs) -> Result<Settings, String> {
-    let ApiConnection {
-        server,
-        token,
-        ca_pem,
-    } = api_connection(
-        args.server.as_deref(),
-        args.token.as_deref(),
-        args.ca.as_deref(),
-    )?;
+    // Flags first, files last: a mistyped flag is reported before a missing CA file.
     let federation = args
         .federation
         .as_deref()
@@ -170,6 +162,15 @@ fn validate(args: &BudgetsArgs) -> Result<Settings, String> {
         (false, true) => Format::Csv,
         (false, false) => Format::Table,
     };
+    let ApiConnection {
+        server,
+        token,
+        ca_pem,
+    } = api_connection(
+        args.server.as_deref(),
+        args.token.as_deref(),
+        args.ca.as_deref(),
+    )?;
     Ok(Settings {
         server,
         token,
